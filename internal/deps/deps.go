@@ -3,6 +3,7 @@
 package deps
 
 import (
+	_ "github.com/coder/websocket"
 	_ "github.com/coreos/go-systemd/v22/activation"
 	_ "github.com/coreos/go-systemd/v22/daemon"
 	_ "github.com/coreos/go-systemd/v22/dbus"
@@ -12,7 +13,6 @@ import (
 	_ "github.com/sony/gobreaker/v2"
 	_ "go.uber.org/goleak"
 	_ "go.yaml.in/yaml/v3"
-	_ "golang.org/x/time/rate"
 	_ "golang.org/x/sync/errgroup"
-	_ "github.com/coder/websocket"
+	_ "golang.org/x/time/rate"
 )

@@ -136,7 +136,7 @@ func syntaxError(err error) *Error {
 
 // maxNodes bounds the nodes one Parse visits, so that aliases cannot make a
 // small document expand without end.
-const maxNodes = 1 << 20
+const maxNodes = 100_000
 
 // decoder walks a YAML node tree alongside a Go value, using the yaml struct
 // tags, and records every problem with its line.

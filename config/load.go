@@ -48,7 +48,8 @@ func Load(path string) (*Config, error) {
 //   - trusted_proxies entries are CIDR prefixes ("10.0.0.0/8"); a bare IP
 //     address means that address alone (/32 or /128). Host bits are masked.
 //   - A key given twice in one mapping is an error; anchors, aliases and
-//     merge keys (<<) work as in YAML.
+//     merge keys (<<) work as in YAML. Top-level keys that start with "x-"
+//     are ignored, so that they can hold anchors.
 func Parse(file string, data []byte) (*Config, error) {
 	d := &decoder{lines: map[string]int{}}
 	cfg := Default()
@@ -374,6 +375,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			slices.Reverse(srcs) // earlier sources take precedence
 		}
 		for _, src := range srcs {
+			for src.Kind == yaml.AliasNode {
+				src = src.Alias
+			}
 			d.decodeStruct(src, v, path)
 		}
 	}
@@ -397,6 +401,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		}
 		seen[k.Value] = k.Line
 		j := slices.IndexFunc(fields, func(f field) bool { return f.name == k.Value })
+		if j < 0 && path == "" && strings.HasPrefix(k.Value, "x-") {
+			continue // an extension key: a place for anchors
+		}
 		if j < 0 {
 			d.fail(k, p, "unknown key%s", suggest(k.Value, fields))
 			continue

@@ -97,9 +97,10 @@ func TestDocumentErrors(t *testing.T) {
 	}{
 		{"unknown top-level key", "listen: 127.0.0.1:8080\ntmeouts: {}\n", "tmeouts", 2, `unknown key (did you mean "timeouts"?)`},
 		{"unknown key without suggestion", "frobnicate: true\n", "frobnicate", 1, "unknown key"},
+		{"extension key below top level", "log:\n  x-note: hi\n", "log.x-note", 2, "unknown key"},
 		{"unknown key at depth", "routes:\n  - name: a\n    path_prefix: [/a]\n  - name: b\n    timeouts:\n      raed: 1s\n", "routes[1].timeouts.raed", 6, `unknown key (did you mean "read"?)`},
 		{"unknown key in probe", "health:\n  readiness:\n    expect-body: \"true\"\n", "health.readiness.expect-body", 3, `did you mean "expect_body"?`},
-		{"unknown key under merge", "x: &x {bogus: 1}\n", "x", 1, "unknown key"},
+		{"unknown key holding an anchor", "x: &x {bogus: 1}\n", "x", 1, "unknown key"},
 		{"key given twice", "log:\n  level: info\n  level: debug\n", "log.level", 3, "key given twice (first on line 2)"},
 		{"key not a name", "log:\n  [a]: b\n", "log", 2, "want a key name"},
 		{"top level list", "- listen: x\n", "", 1, "want a mapping of keys at the top level"},
@@ -259,6 +260,14 @@ func TestDecodeSemantics(t *testing.T) {
 		if len(c.Routes) != 2 || c.Routes[1].Name != "b" || c.Routes[1].Timeouts.Read != 5*time.Minute ||
 			!reflect.DeepEqual(c.Routes[1].PathPrefix, []string{"/a"}) {
 			t.Errorf("routes = %+v", c.Routes)
+		}
+	})
+	t.Run("merge precedence", func(t *testing.T) {
+		c := mustParse(t, "x-a: &a {read: 1m, send: 1s}\nx-b: &b {read: 2m, idle: 2s}\n"+
+			"routes:\n  - name: r\n    path_prefix: [/r]\n    timeouts:\n      <<: [*a, *b]\n      send: 3s\n")
+		want := config.Timeouts{Read: time.Minute, Send: 3 * time.Second, Idle: 2 * time.Second}
+		if got := c.Routes[0].Timeouts; got != want {
+			t.Errorf("timeouts = %+v, want %+v (explicit keys first, then the earlier merge source)", got, want)
 		}
 	})
 	t.Run("default upstream name", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"reflect"
@@ -84,7 +85,7 @@ func Parse(file string, data []byte) (*Config, error) {
 
 func lineKey(line int) int {
 	if line <= 0 {
-		return int(^uint(0) >> 1)
+		return math.MaxInt
 	}
 	return line
 }

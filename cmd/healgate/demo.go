@@ -1,0 +1,413 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/healgate/healgate/admin"
+	"github.com/healgate/healgate/config"
+	"github.com/healgate/healgate/internal/dsemu"
+)
+
+// runDemo is "healgate demo": a self-contained tour of the data path on two
+// emulated Document Servers (a primary and a backup), with healgate in front,
+// printing what happens in plain words. It needs no Document Server and no
+// network beyond loopback, and ends within -duration.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	duration := fs.Duration("duration", 60*time.Second, "stop the tour after this long")
+	verbose := fs.Bool("v", false, "also print healgate's own log (JSON, on stderr)")
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if *duration <= 0 {
+		return &exitError{code: 2, err: fmt.Errorf("-duration must be positive")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *duration)
+	defer cancel()
+
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	d := &demo{out: stdout, log: log}
+	err := d.run(ctx)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		fmt.Fprintf(stdout, "\nThe tour stopped at -duration %s.\n", *duration)
+		return nil
+	}
+	return err
+}
+
+// demo holds the tour's parts: two emulators and healgate between them and
+// the client.
+type demo struct {
+	out     io.Writer
+	log     *slog.Logger
+	primary *emulator
+	backup  *emulator
+	client  *http.Client
+	base    string // healgate's proxy URL
+	admin   string // healgate's admin URL
+	step    int
+}
+
+// emulator is one in-process dsemu on a fixed loopback address, which can be
+// killed and started again on the same port.
+type emulator struct {
+	name   string
+	addr   string
+	srv    *dsemu.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startEmulator(ctx context.Context, name, addr string, mode dsemu.Kind) (*emulator, error) {
+	srv := dsemu.New(dsemu.Options{Name: name, Mode: dsemu.Mode{Kind: mode}})
+	ln, err := srv.Listen(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e := &emulator{name: name, addr: ln.Addr().String(), srv: srv, cancel: cancel, done: make(chan error, 1)}
+	go func() { e.done <- srv.Serve(ctx, ln) }()
+	return e, nil
+}
+
+// kill stops the emulator like a dead process: the port refuses.
+func (e *emulator) kill() {
+	if e.srv == nil {
+		return
+	}
+	e.cancel()
+	<-e.done
+	e.srv = nil
+}
+
+// revive starts a fresh emulator on the same port.
+func (e *emulator) revive(ctx context.Context, mode dsemu.Kind) error {
+	e.kill()
+	n, err := startEmulator(ctx, e.name, e.addr, mode)
+	if err != nil {
+		return err
+	}
+	*e = *n
+	return nil
+}
+
+func (d *demo) run(ctx context.Context) (err error) {
+	if d.primary, err = startEmulator(ctx, "primary", "127.0.0.1:0", dsemu.KindOK); err != nil {
+		return fmt.Errorf("start primary emulator: %w", err)
+	}
+	defer d.primary.kill()
+	if d.backup, err = startEmulator(ctx, "backup", "127.0.0.1:0", dsemu.KindOK); err != nil {
+		return fmt.Errorf("start backup emulator: %w", err)
+	}
+	defer d.backup.kill()
+
+	cfg := demoConfig(d.primary.addr, d.backup.addr)
+	var ls listeners
+	if ls.proxy, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	if ls.admin, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		ls.proxy.Close()
+		return err
+	}
+	d.base = "http://" + ls.proxy.Addr().String()
+	d.admin = "http://" + ls.admin.Addr().String()
+	cfg.Listen, cfg.Admin.Listen = ls.proxy.Addr().String(), ls.admin.Addr().String()
+
+	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	served := make(chan error, 1)
+	go func() { served <- serve(hctx, cfg, d.log, &ls) }()
+	defer func() {
+		stop()
+		if serr := <-served; err == nil {
+			err = serr
+		}
+	}()
+	d.client = &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4},
+	}
+	defer d.client.CloseIdleConnections()
+
+	d.printf("healgate demo: two emulated Document Servers, primary on %s and backup on %s,\n", d.primary.addr, d.backup.addr)
+	d.printf("with healgate on %s in front of them (admin on %s).\n", ls.proxy.Addr(), ls.admin.Addr())
+	d.printf("Demo settings: response_header timeout %s, breaker opens after %d failures in a row and\n",
+		cfg.Timeouts.ResponseHeader, cfg.Breaker.ConsecutiveFailures)
+	d.printf("stays open %s, next upstream on %s.\n", cfg.Breaker.OpenTimeout, strings.Join(cfg.NextUpstream.On, ", "))
+
+	for _, phase := range []func(context.Context) error{
+		d.normal, d.primaryDies, d.primaryHangs, d.everythingDown, d.recovery,
+	} {
+		if err := phase(ctx); err != nil {
+			return err
+		}
+	}
+	d.printf("\nThe tour is over: every failure above was answered with a status, an X-Healgate-Error\n")
+	d.printf("class and a request ID, and no GET failed while some upstream could serve it.\n")
+	return nil
+}
+
+// demoConfig is the default config with timeouts scaled down so that the
+// tour takes seconds.
+func demoConfig(primary, backup string) *config.Config {
+	cfg := config.Default()
+	cfg.Upstreams = []config.Upstream{
+		{Name: "primary", URL: "http://" + primary},
+		{Name: "backup", URL: "http://" + backup, Backup: true},
+	}
+	cfg.Timeouts.Connect = time.Second
+	cfg.Timeouts.ResponseHeader = time.Second
+	cfg.NextUpstream.Timeout = 5 * time.Second
+	cfg.Breaker.ConsecutiveFailures = 3
+	cfg.Breaker.OpenTimeout = 3 * time.Second
+	cfg.Server.ShutdownTimeout = 2 * time.Second
+	cfg.Healing.Action = config.ActionNone
+	return cfg
+}
+
+func (d *demo) printf(format string, args ...any) { fmt.Fprintf(d.out, format, args...) }
+
+func (d *demo) heading(s string) {
+	d.step++
+	d.printf("\n%d. %s\n", d.step, s)
+}
+
+// result is what the client saw of one request.
+type result struct {
+	status     int
+	from       string // X-Dsemu-Name: which emulator answered
+	class      string // X-Healgate-Error
+	retryAfter string
+	body       string
+	took       time.Duration
+}
+
+func (r result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d", r.status)
+	if r.from != "" {
+		fmt.Fprintf(&b, " from %s", r.from)
+	}
+	if r.class != "" {
+		fmt.Fprintf(&b, ", X-Healgate-Error: %s", r.class)
+	}
+	if r.retryAfter != "" {
+		fmt.Fprintf(&b, ", Retry-After: %ss", r.retryAfter)
+	}
+	fmt.Fprintf(&b, " in %s", r.took.Round(10*time.Microsecond))
+	return b.String()
+}
+
+func (d *demo) do(ctx context.Context, method, path, body string) (result, error) {
+	req, err := http.NewRequestWithContext(ctx, method, d.base+path, strings.NewReader(body))
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return result{}, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	return result{
+		status:     resp.StatusCode,
+		from:       resp.Header.Get("X-Dsemu-Name"),
+		class:      resp.Header.Get("X-Healgate-Error"),
+		retryAfter: resp.Header.Get("Retry-After"),
+		body:       strings.TrimSpace(string(b)),
+		took:       time.Since(start),
+	}, nil
+}
+
+// burst sends n GETs and summarises who answered.
+func (d *demo) burst(ctx context.Context, n int, path string) (map[string]int, int, error) {
+	from, failed := map[string]int{}, 0
+	for range n {
+		r, err := d.do(ctx, http.MethodGet, path, "")
+		if err != nil {
+			return nil, 0, err
+		}
+		if r.status != http.StatusOK {
+			failed++
+			continue
+		}
+		from[r.from]++
+	}
+	return from, failed, nil
+}
+
+func (d *demo) breakers(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.admin+"/status", nil)
+	if err != nil {
+		return "?"
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return "?"
+	}
+	defer resp.Body.Close()
+	var s admin.Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return "?"
+	}
+	parts := make([]string, 0, len(s.Upstreams))
+	for _, u := range s.Upstreams {
+		parts = append(parts, u.Name+" "+u.Breaker)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (d *demo) normal(ctx context.Context) error {
+	d.heading("Normal traffic")
+	from, failed, err := d.burst(ctx, 10, "/healthcheck")
+	if err != nil {
+		return err
+	}
+	d.printf("   10 × GET /healthcheck → %d answered by the primary, %d by the backup, %d failed.\n",
+		from["primary"], from["backup"], failed)
+	r, err := d.do(ctx, http.MethodPost, "/ConvertService.ashx", `{"async":false,"filetype":"docx","outputtype":"pdf"}`)
+	if err != nil {
+		return err
+	}
+	d.printf("   POST /ConvertService.ashx → %s: conversions use the \"conversion\" route (up to 1800 s).\n", r)
+	return nil
+}
+
+func (d *demo) primaryDies(ctx context.Context) error {
+	d.heading("The primary dies: its process is gone and its port refuses connections")
+	d.primary.kill()
+	from, failed, err := d.burst(ctx, 10, "/healthcheck")
+	if err != nil {
+		return err
+	}
+	d.printf("   10 × GET /healthcheck → %d answered by the backup, %d failed: each was refused by the\n",
+		from["backup"], failed)
+	d.printf("   primary and passed to the next upstream at once.\n")
+	r, err := d.do(ctx, http.MethodPost, "/downloadas/demo-key", strings.Repeat("x", 1024))
+	if err != nil {
+		return err
+	}
+	d.printf("   POST /downloadas/demo-key → %s: a refused connection means the\n", r)
+	d.printf("   primary never saw the POST, so sending it to the backup was safe. The backup counted it\n")
+	d.printf("   %d time(s).\n", d.backup.srv.Stats().Requests["POST /downloadas/demo-key"])
+	d.printf("   Breakers: %s.\n", d.breakers(ctx))
+	return nil
+}
+
+func (d *demo) primaryHangs(ctx context.Context) error {
+	d.heading("The primary comes back but hangs: it accepts connections and never answers")
+	if err := d.primary.revive(ctx, dsemu.KindHang); err != nil {
+		return err
+	}
+	d.printf("   Its breaker is still open from step 2, so traffic keeps going to the backup until the\n")
+	d.printf("   breaker's open period ends and it lets one trial request through (half-open).\n")
+	if err := d.waitBreaker(ctx, "primary", "open"); err != nil {
+		return err
+	}
+	d.printf("   Breakers: %s.\n", d.breakers(ctx))
+	r, err := d.do(ctx, http.MethodPost, "/downloadas/demo-key", strings.Repeat("x", 1024))
+	if err != nil {
+		return err
+	}
+	d.printf("   POST /downloadas/demo-key → %s\n", r)
+	d.printf("   The trial request was this POST. Its bytes reached the primary, which may have acted\n")
+	d.printf("   on them, so healgate does not replay it on the backup; it says why:\n     %s\n", r.body)
+	d.printf("   Breakers: %s: the failed trial opened the primary's breaker again.\n", d.breakers(ctx))
+	for i := range 3 {
+		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
+		if err != nil {
+			return err
+		}
+		d.printf("   GET /healthcheck #%d → %s: straight to the backup.\n", i+1, r)
+	}
+	return nil
+}
+
+// waitBreaker polls /status until upstream's breaker is no longer in state.
+func (d *demo) waitBreaker(ctx context.Context, upstream, state string) error {
+	for range 200 {
+		if !strings.Contains(d.breakers(ctx), upstream+" "+state) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the %s breaker stayed %s", upstream, state)
+}
+
+func (d *demo) everythingDown(ctx context.Context) error {
+	d.heading("The backup dies too")
+	d.backup.kill()
+	for i := range 5 {
+		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
+		if err != nil {
+			return err
+		}
+		d.printf("   GET /healthcheck #%d → %s\n", i+1, r)
+	}
+	d.printf("   Nothing can serve: the refusals are answered 502 with the reason, and once the backup's\n")
+	d.printf("   breaker opened too, healgate answers 503 with Retry-After without touching either.\n")
+	d.printf("   Breakers: %s.\n", d.breakers(ctx))
+	return nil
+}
+
+func (d *demo) recovery(ctx context.Context) error {
+	d.heading("Both come back healthy")
+	if err := d.primary.revive(ctx, dsemu.KindOK); err != nil {
+		return err
+	}
+	if err := d.backup.revive(ctx, dsemu.KindOK); err != nil {
+		return err
+	}
+	start := time.Now()
+	var last result
+	// Poll until the breakers let traffic through again; bounded by the
+	// tour's context and by a count.
+	for range 100 {
+		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
+		if err != nil {
+			return err
+		}
+		last = r
+		if r.status == http.StatusOK && r.from == "primary" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if last.status != http.StatusOK {
+		return fmt.Errorf("recovery: still %s", last)
+	}
+	d.printf("   After %s the primary's breaker let a trial request through (half-open); it\n",
+		time.Since(start).Round(100*time.Millisecond))
+	d.printf("   succeeded and the breaker closed: GET /healthcheck → %s.\n", last)
+	from, failed, err := d.burst(ctx, 10, "/healthcheck")
+	if err != nil {
+		return err
+	}
+	d.printf("   10 × GET /healthcheck → %d answered by the primary, %d by the backup, %d failed.\n",
+		from["primary"], from["backup"], failed)
+	d.printf("   Breakers: %s.\n", d.breakers(ctx))
+	return nil
+}

@@ -265,6 +265,57 @@ func TestSystemd(t *testing.T) {
 		}
 	})
 
+	// Last but one: it restarts the bus under everything.
+	t.Run("ReconnectsAfterTheBusRestarts", func(t *testing.T) {
+		unit := "hg-reconnect.service"
+		installUnit(t, sys, unit, "[Service]\nExecStart=/bin/sleep infinity\nRestart=always\nRestartSec=30\n")
+		if err := sys.Start(unit); err != nil {
+			t.Fatal(err)
+		}
+		sd := newSystemd(t, sys, []string{unit})
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if _, err := sd.Unit(ctx, unit); err != nil {
+			t.Fatal(err)
+		}
+		w := sd.Watch(200*time.Millisecond, unit)
+		runErr := make(chan error, 1)
+		go func() { runErr <- w.Run(ctx) }()
+		defer func() {
+			cancel()
+			<-runErr
+			for range w.Events() {
+			}
+		}()
+		nextEvent(t, w, func(ev healing.UnitEvent) bool { return ev.SubState == "running" })
+
+		if _, err := sys.Systemctl("restart", "dbus.service"); err != nil {
+			t.Fatal(err)
+		}
+		// The old connections are gone; the next calls dial again.
+		if !pollUntil(20*time.Second, func() bool {
+			st, err := sd.Unit(ctx, unit)
+			return err == nil && st.ActiveState == "active"
+		}) {
+			_, err := sd.Unit(ctx, unit)
+			t.Fatalf("Unit does not work again after the bus restarted: %v", err)
+		}
+		pid, err := sys.MainPID(unit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := sys.Exec("kill", "-9", strconv.Itoa(pid)); err != nil {
+			t.Fatalf("kill: %v: %s", err, out)
+		}
+		ev := nextEvent(t, w, func(ev healing.UnitEvent) bool { return ev.SubState == "auto-restart" })
+		if ev.Result != "signal" {
+			t.Errorf("event after the bus restart and a kill = %+v", ev)
+		}
+		if res, err := sd.Restart(ctx, unit); err != nil || res != healing.JobDone {
+			t.Errorf("Restart after the bus restarted = %q, %v", res, err)
+		}
+	})
+
 	t.Run("CloseEndsWatcherAndCalls", func(t *testing.T) {
 		sd := newSystemd(t, sys, []string{"hg-close.service"})
 		w := sd.Watch(time.Hour, "hg-close.service")

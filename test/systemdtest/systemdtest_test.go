@@ -216,3 +216,24 @@ func pollUntil(d time.Duration, cond func() bool) bool {
 		}
 	}
 }
+
+// TestSharedReportsABootFailureToEveryTest checks that a Shared whose boot
+// fails fails each test that asks for it, boots once, and closes cleanly.
+func TestSharedReportsABootFailureToEveryTest(t *testing.T) {
+	sh := Shared{Options: Options{Systemd: "/nonexistent/systemd"}}
+	for i := range 2 {
+		rec := &recordingTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sh.Get(rec)
+		}()
+		<-done
+		if !rec.failed || !strings.Contains(rec.msg, "/nonexistent/systemd") {
+			t.Errorf("Get #%d: failed=%v msg=%q", i, rec.failed, rec.msg)
+		}
+	}
+	if err := sh.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}

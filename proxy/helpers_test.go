@@ -27,7 +27,7 @@ type backend struct {
 	posts atomic.Int64
 }
 
-func newBackend(t *testing.T, h http.HandlerFunc) *backend {
+func newBackend(t testing.TB, h http.HandlerFunc) *backend {
 	t.Helper()
 	b := &backend{}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +42,7 @@ func newBackend(t *testing.T, h http.HandlerFunc) *backend {
 }
 
 // refusedURL returns the URL of a loopback port where nothing listens.
-func refusedURL(t *testing.T) string {
+func refusedURL(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,7 +78,7 @@ type front struct {
 	reg    *prometheus.Registry
 }
 
-func newFront(t *testing.T, cfg *config.Config, opts Options) *front {
+func newFront(t testing.TB, cfg *config.Config, opts Options) *front {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	opts.Registerer = reg
@@ -97,7 +97,7 @@ func newFront(t *testing.T, cfg *config.Config, opts Options) *front {
 	return f
 }
 
-func (f *front) do(t *testing.T, method, path string, body io.Reader, hdr ...string) (*http.Response, string) {
+func (f *front) do(t testing.TB, method, path string, body io.Reader, hdr ...string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, f.srv.URL+path, body)
 	if err != nil {

@@ -104,10 +104,16 @@ type Error struct {
 func (e *Error) Error() string {
 	var reason string
 	switch {
-	case e.Err == nil:
-		reason = string(e.Class)
-	default:
+	case e.Err != nil:
 		reason = rootReason(e.Err)
+	case e.Class == ClassBreakerOpen:
+		reason = "every usable upstream's circuit breaker is open"
+	case e.Class == ClassHealing:
+		reason = "the upstream is being healed"
+	case e.Class == ClassNoUpstream:
+		reason = "no upstream is available"
+	default:
+		reason = string(e.Class)
 	}
 	switch {
 	case e.Upstream == "":

@@ -350,6 +350,12 @@ type Healing struct {
 	// Default "systemd".
 	Action string `yaml:"action"`
 
+	// Upstream names the upstream (Upstream.Name) that Units serve: the one
+	// healgate heals. Every upstream is health-checked, and readiness steers
+	// traffic, but only this one is restarted. Default: the first upstream
+	// that is not a backup (Normalize fills it in).
+	Upstream string `yaml:"upstream"`
+
 	// Units are the systemd units restarted by the systemd action, and the
 	// only units healgate may touch. Default [ds-docservice.service].
 	Units []string `yaml:"units"`

@@ -472,6 +472,14 @@ func (c *Config) Normalize() {
 			r.Retry = new(true)
 		}
 	}
+	if c.Healing.Upstream == "" {
+		for _, u := range c.Upstreams {
+			if !u.Backup {
+				c.Healing.Upstream = u.Name
+				break
+			}
+		}
+	}
 	for i := range c.Notify.Webhooks {
 		if c.Notify.Webhooks[i].Format == "" {
 			c.Notify.Webhooks[i].Format = FormatGeneric

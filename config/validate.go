@@ -257,7 +257,7 @@ func (c *Config) Validate() error {
 	c.Breaker.validate(v)
 	c.Sticky.validate(v)
 	c.Health.validate(v)
-	c.Healing.validate(v)
+	c.Healing.validate(v, c.Upstreams)
 	c.Notify.validate(v)
 	v.oneOf("log.format", c.Log.Format, LogAuto, LogJSON, LogText)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
@@ -512,8 +512,11 @@ func (p *Probe) validate(v *validator, prefix string) {
 	}
 }
 
-func (h *Healing) validate(v *validator) {
+func (h *Healing) validate(v *validator, upstreams []Upstream) {
 	v.oneOf("healing.action", h.Action, ActionSystemd, ActionExec, ActionNone)
+	if h.Upstream != "" && !slices.ContainsFunc(upstreams, func(u Upstream) bool { return u.Name == h.Upstream }) {
+		v.add("healing.upstream", "no upstream is named %q", h.Upstream)
+	}
 	seen := map[string]int{}
 	for i, u := range h.Units {
 		p := fmt.Sprintf("healing.units[%d]", i)

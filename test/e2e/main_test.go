@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // tools are the programs every test runs: built or found once by TestMain,
@@ -42,7 +44,16 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: setup:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		// Every test stops and waits for what it started: no goroutine of
+		// the harness (process waiters, HTTP clients, servers) outlives it.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: leaked goroutines:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // setup finds nginx and node, installs the socket.io packages, and builds

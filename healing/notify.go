@@ -31,12 +31,13 @@ type EventKind string
 
 // Event kinds.
 const (
-	// EventHealStarted: a restart (or the exec command) was started.
+	// EventHealStarted: a restart (systemd, or the exec command) was
+	// started, or would have been under dry_run (Result "dry-run").
 	EventHealStarted EventKind = "heal_started"
-	// EventHealSucceeded: the restart finished well (systemd job "done",
-	// command exit 0); the target is being verified.
+	// EventHealSucceeded: the heal worked: after the restart the target
+	// passed its checks again (verifying → healthy).
 	EventHealSucceeded EventKind = "heal_succeeded"
-	// EventHealFailed: the restart failed or timed out, or the target did
+	// EventHealFailed: the action failed or timed out, or the target did
 	// not recover after it; the healer backs off.
 	EventHealFailed EventKind = "heal_failed"
 	// EventGaveUp: the restart budget is spent; the target is left alone
@@ -46,7 +47,8 @@ const (
 	EventBreakerOpened EventKind = "breaker_opened"
 	// EventDependencyDown: a dependency (PostgreSQL, RabbitMQ, Redis) is down.
 	EventDependencyDown EventKind = "dependency_down"
-	// EventRecovered: the target passes its checks again.
+	// EventRecovered: the target passes its checks again without a
+	// successful heal (health returned during backoff or after giving up).
 	EventRecovered EventKind = "recovered"
 	// EventReset: an operator reset the target (POST /heal/{target}/reset).
 	EventReset EventKind = "reset"
@@ -80,8 +82,9 @@ type Event struct {
 	// empty when none was taken.
 	Action string `json:"action"`
 
-	// Unit is the unit acted on or reported about: the target's unit, or
-	// for EventDependencyDown the dependency's unit (empty if it has none).
+	// Unit is the unit (or space-separated units) acted on or reported
+	// about: the target's, or for EventDependencyDown the dependency's
+	// (empty if it has none).
 	Unit string `json:"unit"`
 
 	// Result is the action's outcome: a systemd job result ("done",
@@ -115,7 +118,11 @@ func (e Event) Summary(host string) string {
 	}
 	switch e.Kind {
 	case EventHealStarted:
-		b.WriteString("restarting " + subject)
+		if e.Result == "dry-run" {
+			b.WriteString("dry run: would restart " + subject)
+		} else {
+			b.WriteString("restarting " + subject)
+		}
 	case EventHealSucceeded:
 		b.WriteString(subject + " restarted")
 	case EventHealFailed:
@@ -394,7 +401,11 @@ func (n *Notifier) Notify(e Event) bool {
 // goroutine that owns the Notifier; every goroutine it starts has ended
 // when it returns.
 func (n *Notifier) Run(ctx context.Context) error {
-	defer n.client.HTTPClient.CloseIdleConnections()
+	defer func() {
+		if hc := n.client.HTTPClient; hc != nil { // set by the first Do if nil
+			hc.CloseIdleConnections()
+		}
+	}()
 	// Sends outlive ctx by the flush time; cancelSend ends them.
 	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSend()

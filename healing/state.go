@@ -50,6 +50,18 @@ func (s State) String() string {
 // MarshalText returns the state's name, for JSON and logs.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText parses a state's name, so /status decodes. It returns an
+// error for a name that is not a state's.
+func (s *State) UnmarshalText(b []byte) error {
+	for i, name := range stateNames {
+		if name == string(b) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown healing state %q", b)
+}
+
 // DecisionKind is what the healer must do.
 type DecisionKind int
 
@@ -86,6 +98,18 @@ func (k DecisionKind) String() string {
 
 // MarshalText returns the kind's name, for JSON and logs.
 func (k DecisionKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText parses a kind's name, so /status decodes. It returns an
+// error for a name that is not a kind's.
+func (k *DecisionKind) UnmarshalText(b []byte) error {
+	for i, name := range decisionNames {
+		if name == string(b) {
+			*k = DecisionKind(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown decision kind %q", b)
+}
 
 // Decision is what Machine.Decide asks the healer to do.
 type Decision struct {

@@ -23,7 +23,8 @@ const bucketsPerWindow = 10
 // cancellations (errExcluded) count neither way. State changes are logged and
 // set the healgate_breaker_state gauge; the callback never calls back into the
 // breaker (it runs under the breaker's lock).
-func newBreaker(cfg config.Breaker, u *upstream, log *slog.Logger, m *metrics) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+// A non-nil obs learns of every state change.
+func newBreaker(cfg config.Breaker, u *upstream, log *slog.Logger, m *metrics, obs BreakerObserver) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	st := gobreaker.Settings{
 		Name:        u.name,
 		MaxRequests: cfg.HalfOpenRequests,
@@ -48,6 +49,9 @@ func newBreaker(cfg config.Breaker, u *upstream, log *slog.Logger, m *metrics) *
 			}
 			log.Log(context.Background(), level, "breaker state changed",
 				"upstream", name, "from", from.String(), "to", to.String())
+			if obs != nil {
+				obs.BreakerChanged(name, from.String(), to.String())
+			}
 		},
 	}
 	if cfg.Window > 0 {

@@ -25,6 +25,15 @@ type Observer interface {
 	Observe(o Outcome)
 }
 
+// BreakerObserver is implemented by an Observer that also wants to learn of
+// circuit breaker state changes ("closed", "half-open", "open"), such as
+// the healer, which takes an opened breaker as evidence of an outage.
+// BreakerChanged is called while the breaker holds its lock: it must not
+// block and must not call back into the proxy.
+type BreakerObserver interface {
+	BreakerChanged(upstream, from, to string)
+}
+
 // Outcome is the passive result of one try of one request on one upstream.
 type Outcome struct {
 	// Upstream is the upstream's configured name.

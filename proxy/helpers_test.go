@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,7 @@ type fakeHealth struct {
 	mu      sync.Mutex
 	ready   map[string]bool
 	healing map[string]chan struct{}
+	held    chan struct{} // closed by Healing, see heldSignal
 }
 
 func newFakeHealth() *fakeHealth {
@@ -162,7 +164,21 @@ func (h *fakeHealth) Healing(u string) (<-chan struct{}, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c, ok := h.healing[u]
+	if ok && h.held != nil {
+		// A request is looking at a heal in progress: it is (about to be) held.
+		close(h.held)
+		h.held = nil
+	}
 	return c, ok
+}
+
+// heldSignal returns a channel closed the next time a request asks about a
+// heal in progress, so a test can end the heal while the request is held.
+func (h *fakeHealth) heldSignal() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held = make(chan struct{})
+	return h.held
 }
 
 func (h *fakeHealth) startHeal(u string) {
@@ -182,8 +198,21 @@ func (h *fakeHealth) endHeal(u string) {
 
 // recordObserver records outcomes.
 type recordObserver struct {
-	mu  sync.Mutex
-	out []Outcome
+	mu       sync.Mutex
+	out      []Outcome
+	breakers []string // "upstream from->to"
+}
+
+func (o *recordObserver) BreakerChanged(upstream, from, to string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.breakers = append(o.breakers, upstream+" "+from+"->"+to)
+}
+
+func (o *recordObserver) breakerChanges() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.breakers)
 }
 
 func (o *recordObserver) Observe(x Outcome) {

@@ -124,8 +124,9 @@ func New(cfg *config.Config, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: register metrics: %w", err)
 	}
 	if !cfg.Breaker.Disabled {
+		bo, _ := opts.Observer.(BreakerObserver)
 		for _, u := range p.pool.all {
-			u.breaker = newBreaker(cfg.Breaker, u, p.log, p.metrics)
+			u.breaker = newBreaker(cfg.Breaker, u, p.log, p.metrics, bo)
 		}
 	}
 	p.bodyPool.New = func() any { return new(bytes.Buffer) }

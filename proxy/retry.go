@@ -134,6 +134,15 @@ func (t retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	for {
 		l, perr := p.pick(ctx, st)
 		if perr != nil {
+			var pe *Error
+			if errors.As(perr, &pe) && pe.Class == ClassHealing {
+				// A heal outlasted the hold: say so rather than pass on the
+				// last failure of another upstream.
+				if res != nil {
+					discard(res)
+				}
+				return nil, perr
+			}
 			switch {
 			case res != nil:
 				return res, nil

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -164,6 +165,9 @@ func TestBreakerOpens(t *testing.T) {
 	}
 	if obs.len() != 3 {
 		t.Errorf("observer saw %d outcomes, want 3", obs.len())
+	}
+	if got := obs.breakerChanges(); !slices.Equal(got, []string{"a closed->open"}) {
+		t.Errorf("BreakerObserver saw %q, want [a closed->open]", got)
 	}
 	if f.p.Ready() {
 		t.Error("Ready() = true with the only breaker open")

@@ -57,13 +57,51 @@ func TestHealingHoldServesAfterHeal(t *testing.T) {
 	cfg := testConfig(up("a", b.URL))
 	cfg.Healing.HoldTimeout = 5 * time.Second
 	f := newFront(t, cfg, Options{Health: h})
+	held := h.heldSignal()
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		<-held
 		h.endHeal("a")
 	}()
 	res, body := f.do(t, "GET", "/", nil)
 	if res.StatusCode != 200 || body != "ok" {
 		t.Errorf("held request: %d %q, want 200 ok", res.StatusCode, body)
+	}
+}
+
+// TestHealingHoldAfterBackupRefused: the primary is being healed and the
+// backup refuses; the request is held for the heal and served by the healed
+// primary, not answered with the backup's 502.
+func TestHealingHoldAfterBackupRefused(t *testing.T) {
+	a := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "healed") })
+	h := newFakeHealth()
+	h.startHeal("a")
+	cfg := testConfig(up("a", a.URL), backupUp("b", refusedURL(t)))
+	cfg.Healing.HoldTimeout = 5 * time.Second
+	f := newFront(t, cfg, Options{Health: h})
+	held := h.heldSignal()
+	go func() {
+		<-held
+		h.endHeal("a")
+	}()
+	res, body := f.do(t, "GET", "/", nil)
+	if res.StatusCode != 200 || body != "healed" {
+		t.Errorf("got %d %q, want 200 from the healed primary", res.StatusCode, body)
+	}
+}
+
+// TestHealingHoldAfterBackupRefusedExpires: the heal outlasts the hold, so
+// the answer is 503 healing, not the backup's refusal.
+func TestHealingHoldAfterBackupRefusedExpires(t *testing.T) {
+	a := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := newFakeHealth()
+	h.startHeal("a")
+	cfg := testConfig(up("a", a.URL), backupUp("b", refusedURL(t)))
+	cfg.Healing.HoldTimeout = 100 * time.Millisecond
+	f := newFront(t, cfg, Options{Health: h})
+	res, body := f.do(t, "GET", "/", nil)
+	wantError(t, res, body, http.StatusServiceUnavailable, ClassHealing)
+	if a.hits.Load() != 0 {
+		t.Errorf("the upstream being healed got %d requests", a.hits.Load())
 	}
 }
 

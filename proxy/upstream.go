@@ -171,21 +171,24 @@ type lease struct {
 }
 
 // pick chooses the next upstream for the request (see the package comment for
-// the rules). On the first try it may hold the request while a heal is in
-// progress. It returns an *Error when no upstream can be tried.
+// the rules). When no candidate is usable and one is being healed, it holds
+// the request for the heal, on a later try too: a request whose other
+// candidates failed is served by the healed upstream, or answered 503
+// healing, never a bare 502 while a heal is in progress. It returns an *Error
+// when no upstream can be tried.
 func (p *Proxy) pick(ctx context.Context, st *reqState) (lease, error) {
 	if l, ok := p.pickUsable(st); ok {
 		return l, nil
-	}
-	if st.tries > 0 {
-		// Later tries never fall back: the caller answers with the last result.
-		return lease{}, &Error{Class: ClassNoUpstream}
 	}
 	if err := p.holdForHeal(ctx, st); err != nil {
 		return lease{}, err
 	}
 	if l, ok := p.pickUsable(st); ok {
 		return l, nil
+	}
+	if st.tries > 0 {
+		// Later tries never fall back: the caller answers with the last result.
+		return lease{}, &Error{Class: ClassNoUpstream}
 	}
 	// Nothing usable: try an unready primary whose breaker lets it through
 	// (the health check may be wrong; an honest error beats none).

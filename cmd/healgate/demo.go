@@ -40,7 +40,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *verbose {
 		log = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	d := &demo{out: stdout, log: log}
+	d := &demo{out: stdout, log: log, start: time.Now()}
 	err := d.run(ctx)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		fmt.Fprintf(stdout, "\nThe tour stopped at -duration %s.\n", *duration)
@@ -60,6 +60,8 @@ type demo struct {
 	base    string // healgate's proxy URL
 	admin   string // healgate's admin URL
 	step    int
+	start   time.Time
+	fall    int // health.fall, for the narration
 }
 
 // emulator is one in-process dsemu on a fixed loopback address, which can be
@@ -116,6 +118,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	defer d.backup.kill()
 
 	cfg := demoConfig(d.primary.addr, d.backup.addr)
+	d.fall = cfg.Health.Fall
 	var ls listeners
 	if ls.proxy, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return err
@@ -142,12 +145,19 @@ func (d *demo) run(ctx context.Context) (err error) {
 		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4},
 	}
 	defer d.client.CloseIdleConnections()
+	if err := d.waitStarted(ctx, served); err != nil {
+		return err
+	}
 
 	d.printf("healgate demo: two emulated Document Servers, primary on %s and backup on %s,\n", d.primary.addr, d.backup.addr)
 	d.printf("with healgate on %s in front of them (admin on %s).\n", ls.proxy.Addr(), ls.admin.Addr())
 	d.printf("Demo settings: response_header timeout %s, breaker opens after %d failures in a row and\n",
 		cfg.Timeouts.ResponseHeader, cfg.Breaker.ConsecutiveFailures)
 	d.printf("stays open %s, next upstream on %s.\n", cfg.Breaker.OpenTimeout, strings.Join(cfg.NextUpstream.On, ", "))
+
+	d.printf("Healing runs in Kubernetes mode (action none): when the primary must be restarted,\n")
+	d.printf("healgate fails /healthz/upstream and the kubelet restarts the container; here the demo\n")
+	d.printf("plays the kubelet.\n")
 
 	for _, phase := range []func(context.Context) error{
 		d.normal, d.primaryDies, d.primaryHangs, d.everythingDown, d.recovery,
@@ -156,9 +166,48 @@ func (d *demo) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	d.printf("\nEvents healgate recorded (GET /status; also logged, counted, and sent to webhooks):\n")
+	st, err := d.status(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range st.Healing.Targets {
+		for _, e := range t.Events {
+			d.printf("   +%-6s %-15s %s\n", e.Time.Sub(d.start).Round(100*time.Millisecond), e.Kind, e.Reason)
+		}
+	}
 	d.printf("\nThe tour is over: every failure above was answered with a status, an X-Healgate-Error\n")
 	d.printf("class and a request ID, and no GET failed while some upstream could serve it.\n")
 	return nil
+}
+
+// waitStarted waits until healgate's admin answers /healthz, or returns
+// serve's error if it ended first.
+func (d *demo) waitStarted(ctx context.Context, served chan error) error {
+	for range 100 {
+		select {
+		case err := <-served:
+			served <- err // for the deferred wait
+			return fmt.Errorf("healgate stopped: %w", err)
+		default:
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.admin+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := d.client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("healgate did not start")
 }
 
 // demoConfig is the default config with timeouts scaled down so that the
@@ -176,6 +225,15 @@ func demoConfig(primary, backup string) *config.Config {
 	cfg.Breaker.OpenTimeout = 3 * time.Second
 	cfg.Server.ShutdownTimeout = 2 * time.Second
 	cfg.Healing.Action = config.ActionNone
+	cfg.Healing.Units = nil // Kubernetes: the kubelet restarts the container
+	cfg.Health.Interval = 500 * time.Millisecond
+	cfg.Health.Timeout = 400 * time.Millisecond
+	cfg.Health.Fall = 2
+	cfg.Healing.StartPeriod = time.Second
+	cfg.Healing.RecoveryTimeout = 20 * time.Second
+	cfg.Healing.HoldTimeout = 2 * time.Second
+	cfg.Healing.Backoff.Initial = time.Second
+	cfg.Normalize()
 	return cfg
 }
 
@@ -251,18 +309,30 @@ func (d *demo) burst(ctx context.Context, n int, path string) (map[string]int, i
 	return from, failed, nil
 }
 
-func (d *demo) breakers(ctx context.Context) string {
+func (d *demo) status(ctx context.Context) (admin.Status, error) {
+	var s admin.Status
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.admin+"/status", nil)
 	if err != nil {
-		return "?"
+		return s, err
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return "?"
+		return s, err
 	}
 	defer resp.Body.Close()
-	var s admin.Status
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, fmt.Errorf("decode /status: %w", err)
+	}
+	if s.Healing == nil || len(s.Healing.Targets) == 0 {
+		return s, errors.New("/status has no healing target")
+	}
+	return s, nil
+}
+
+// breakers summarises the breakers, "primary closed, backup open".
+func (d *demo) breakers(ctx context.Context) string {
+	s, err := d.status(ctx)
+	if err != nil {
 		return "?"
 	}
 	parts := make([]string, 0, len(s.Upstreams))
@@ -270,6 +340,79 @@ func (d *demo) breakers(ctx context.Context) string {
 		parts = append(parts, u.Name+" "+u.Breaker)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// poll calls cond every 100ms until it reports true, at most for limit.
+func (d *demo) poll(ctx context.Context, limit time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("waited %s for %s", limit, what)
+}
+
+// restartDue reports what /healthz/upstream (the kubelet's livenessProbe) says.
+func (d *demo) restartDue(ctx context.Context) (bool, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.admin+"/healthz/upstream", nil)
+	if err != nil {
+		return false, "", err
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return false, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	return resp.StatusCode == http.StatusServiceUnavailable, strings.TrimSpace(string(b)), nil
+}
+
+// playKubelet waits for /healthz/upstream to fail, then restarts the
+// primary in mode ok, and waits for the healer to see it recover.
+func (d *demo) playKubelet(ctx context.Context) error {
+	var body string
+	err := d.poll(ctx, 15*time.Second, "/healthz/upstream to fail", func() (bool, error) {
+		due, b, err := d.restartDue(ctx)
+		body = b
+		return due, err
+	})
+	if err != nil {
+		return err
+	}
+	st, err := d.status(ctx)
+	if err != nil {
+		return err
+	}
+	m := st.Healing.Targets[0].Machine
+	d.printf("   healgate's health checks failed %d times in a row: GET /healthz/upstream now answers\n", d.fall)
+	d.printf("   503 %q (state %s: %s).\n", body, m.State, m.Reason)
+	d.printf("   The kubelet restarts the primary's container.\n")
+	if err := d.primary.revive(ctx, dsemu.KindOK); err != nil {
+		return err
+	}
+	err = d.poll(ctx, 20*time.Second, "the primary to recover", func() (bool, error) {
+		st, err := d.status(ctx)
+		if err != nil {
+			return false, err
+		}
+		m = st.Healing.Targets[0].Machine
+		return m.State.String() == "healthy", nil
+	})
+	if err != nil {
+		return err
+	}
+	d.printf("   healgate verified the recovery (%s) and /healthz/upstream answers 200 again.\n", m.Reason)
+	return nil
 }
 
 func (d *demo) normal(ctx context.Context) error {
@@ -295,9 +438,9 @@ func (d *demo) primaryDies(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.printf("   10 × GET /healthcheck → %d answered by the backup, %d failed: each was refused by the\n",
+	d.printf("   10 × GET /healthcheck → %d answered by the backup, %d failed: the primary refused\n",
 		from["backup"], failed)
-	d.printf("   primary and passed to the next upstream at once.\n")
+	d.printf("   each connection, and healgate passed the request to the next upstream at once.\n")
 	r, err := d.do(ctx, http.MethodPost, "/downloadas/demo-key", strings.Repeat("x", 1024))
 	if err != nil {
 		return err
@@ -306,102 +449,84 @@ func (d *demo) primaryDies(ctx context.Context) error {
 	d.printf("   primary never saw the POST, so sending it to the backup was safe. The backup counted it\n")
 	d.printf("   %d time(s).\n", d.backup.srv.Stats().Requests["POST /downloadas/demo-key"])
 	d.printf("   Breakers: %s.\n", d.breakers(ctx))
-	return nil
+	return d.playKubelet(ctx)
 }
 
 func (d *demo) primaryHangs(ctx context.Context) error {
-	d.heading("The primary comes back but hangs: it accepts connections and never answers")
-	if err := d.primary.revive(ctx, dsemu.KindHang); err != nil {
+	d.heading("The primary hangs: it accepts connections and never answers (a stuck event loop)")
+	// Let the breaker close again: requests go to the primary once it is
+	// ready and its breaker lets them through.
+	err := d.poll(ctx, 15*time.Second, "the primary to serve again", func() (bool, error) {
+		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
+		return r.from == "primary" && strings.Contains(d.breakers(ctx), "primary closed"), err
+	})
+	if err != nil {
 		return err
 	}
-	d.printf("   Its breaker is still open from step 2, so traffic keeps going to the backup until the\n")
-	d.printf("   breaker's open period ends and it lets one trial request through (half-open).\n")
-	if err := d.waitBreaker(ctx, "primary", "open"); err != nil {
-		return err
-	}
-	d.printf("   Breakers: %s.\n", d.breakers(ctx))
+	d.primary.srv.SetMode(dsemu.Mode{Kind: dsemu.KindHang})
 	r, err := d.do(ctx, http.MethodPost, "/downloadas/demo-key", strings.Repeat("x", 1024))
 	if err != nil {
 		return err
 	}
 	d.printf("   POST /downloadas/demo-key → %s\n", r)
-	d.printf("   The trial request was this POST. Its bytes reached the primary, which may have acted\n")
-	d.printf("   on them, so healgate does not replay it on the backup; it says why:\n     %s\n", r.body)
-	d.printf("   Breakers: %s: the failed trial opened the primary's breaker again.\n", d.breakers(ctx))
-	for i := range 3 {
-		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
-		if err != nil {
-			return err
-		}
-		d.printf("   GET /healthcheck #%d → %s: straight to the backup.\n", i+1, r)
+	if r.status == http.StatusGatewayTimeout {
+		d.printf("   The POST's bytes reached the primary, which may have acted on them, so healgate does\n")
+		d.printf("   not replay it on the backup. It says why:\n     %s\n", r.body)
 	}
-	return nil
-}
-
-// waitBreaker polls /status until upstream's breaker is no longer in state.
-func (d *demo) waitBreaker(ctx context.Context, upstream, state string) error {
-	for range 200 {
-		if !strings.Contains(d.breakers(ctx), upstream+" "+state) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("the %s breaker stayed %s", upstream, state)
-}
-
-func (d *demo) everythingDown(ctx context.Context) error {
-	d.heading("The backup dies too")
-	d.backup.kill()
-	for i := range 5 {
+	for i := range 4 {
 		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
 		if err != nil {
 			return err
 		}
 		d.printf("   GET /healthcheck #%d → %s\n", i+1, r)
 	}
-	d.printf("   Nothing can serve: the refusals are answered 502 with the reason, and once the backup's\n")
-	d.printf("   breaker opened too, healgate answers 503 with Retry-After without touching either.\n")
-	d.printf("   Breakers: %s.\n", d.breakers(ctx))
+	d.printf("   A GET that reaches the hung primary waits out its response_header timeout and is\n")
+	d.printf("   passed to the backup; once the primary's breaker opens or its health checks fail,\n")
+	d.printf("   requests skip it at once. Breakers: %s.\n", d.breakers(ctx))
 	return nil
 }
 
-func (d *demo) recovery(ctx context.Context) error {
-	d.heading("Both come back healthy")
-	if err := d.primary.revive(ctx, dsemu.KindOK); err != nil {
-		return err
-	}
-	if err := d.backup.revive(ctx, dsemu.KindOK); err != nil {
-		return err
-	}
-	start := time.Now()
-	var last result
-	// Poll until the breakers let traffic through again; bounded by the
-	// tour's context and by a count.
-	for range 100 {
+func (d *demo) everythingDown(ctx context.Context) error {
+	d.heading("The backup dies too, while the primary is still hung")
+	d.backup.kill()
+	seen := map[string]bool{}
+	for i := range 5 {
 		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
 		if err != nil {
 			return err
 		}
-		last = r
-		if r.status == http.StatusOK && r.from == "primary" {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+		d.printf("   GET /healthcheck #%d → %s\n", i+1, r)
+		seen[r.class] = true
 	}
-	if last.status != http.StatusOK {
-		return fmt.Errorf("recovery: still %s", last)
+	d.printf("   Nothing can serve, and each answer names its cause:\n")
+	if seen["upstream_refused"] {
+		d.printf("   - upstream_refused: the backup's port refused the connection (502);\n")
 	}
-	d.printf("   After %s the primary's breaker let a trial request through (half-open); it\n",
-		time.Since(start).Round(100*time.Millisecond))
-	d.printf("   succeeded and the breaker closed: GET /healthcheck → %s.\n", last)
+	if seen["upstream_timeout"] {
+		d.printf("   - upstream_timeout: the hung primary did not answer in time (504);\n")
+	}
+	if seen["breaker_open"] {
+		d.printf("   - breaker_open: every breaker is open, so healgate answers at once (503 + Retry-After);\n")
+	}
+	if seen["healing"] {
+		d.printf("   - healing: the primary is being healed; the request waited hold_timeout for it,\n")
+		d.printf("     then got 503 + Retry-After rather than a bare 502.\n")
+	}
+	return d.playKubelet(ctx)
+}
+
+func (d *demo) recovery(ctx context.Context) error {
+	d.heading("The backup comes back")
+	if err := d.backup.revive(ctx, dsemu.KindOK); err != nil {
+		return err
+	}
+	err := d.poll(ctx, 15*time.Second, "requests to succeed", func() (bool, error) {
+		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
+		return r.status == http.StatusOK, err
+	})
+	if err != nil {
+		return err
+	}
 	from, failed, err := d.burst(ctx, 10, "/healthcheck")
 	if err != nil {
 		return err

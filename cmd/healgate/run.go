@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/healgate/healgate/admin"
 	"github.com/healgate/healgate/config"
+	"github.com/healgate/healgate/healing"
 	"github.com/healgate/healgate/proxy"
 )
 
@@ -54,11 +56,34 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ls *listen
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	p, err := proxy.New(cfg, proxy.Options{Logger: log, Registerer: reg})
+	var (
+		notifier *healing.Notifier
+		err      error
+	)
+	if len(cfg.Notify.Webhooks) > 0 {
+		host, _ := os.Hostname()
+		notifier, err = healing.NewNotifier(cfg.Notify, healing.NotifierOptions{Logger: log, Registerer: reg, Host: host})
+		if err != nil {
+			return err
+		}
+	}
+	hopts := healing.Options{Logger: log, Registerer: reg}
+	if notifier != nil {
+		hopts.Notify = notifier
+	}
+	healer, err := healing.New(cfg, hopts)
 	if err != nil {
 		return err
 	}
-	adminHandler, err := admin.New(admin.Options{Proxy: p, Gatherer: reg, Version: version})
+	p, err := proxy.New(cfg, proxy.Options{Logger: log, Registerer: reg, Health: healer, Observer: passive{healer}})
+	if err != nil {
+		return err
+	}
+	token, err := readToken(cfg.Admin.TokenFile)
+	if err != nil {
+		return err
+	}
+	adminHandler, err := admin.New(admin.Options{Proxy: p, Healer: healer, Token: token, Gatherer: reg, Version: version})
 	if err != nil {
 		return err
 	}
@@ -78,6 +103,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ls *listen
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Serve(ctx, ls.proxy) })
+	g.Go(func() error { return healer.Run(ctx) })
+	if notifier != nil {
+		g.Go(func() error { return notifier.Run(ctx) })
+	}
 	if ls.admin != nil {
 		g.Go(func() error { return serveAdmin(ctx, ls.admin, adminHandler) })
 	}
@@ -117,6 +146,42 @@ func serveAdmin(ctx context.Context, ln net.Listener, h http.Handler) error {
 		err = errors.Join(err, serr)
 	}
 	return err
+}
+
+// passive takes the proxy's passive signals to the healer: connections
+// refused or timed out are failed liveness evidence, and so is an opened
+// circuit breaker.
+type passive struct{ h *healing.Healer }
+
+var (
+	_ proxy.Observer        = passive{}
+	_ proxy.BreakerObserver = passive{}
+)
+
+func (p passive) Observe(o proxy.Outcome) {
+	switch o.Class {
+	case proxy.ClassRefused, proxy.ClassConnectTimeout:
+		p.h.Passive(o.Upstream, healing.PassiveDialError)
+	}
+}
+
+func (p passive) BreakerChanged(upstream, from, to string) { p.h.BreakerChanged(upstream, from, to) }
+
+// readToken reads the admin bearer token from path ("" for none), trimmed
+// of surrounding white space. An empty file is an error.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin.token_file: %s is empty", path)
+	}
+	return tok, nil
 }
 
 func addrOf(ln net.Listener) string {

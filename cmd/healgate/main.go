@@ -67,6 +67,7 @@ commands:
   run -config FILE      run the proxy (the main job); "healgate -config FILE" means run
   check -config FILE    validate FILE and print the effective config; exit 1 on problems
   demo [-duration 60s]  a self-contained tour on emulated Document Servers
+  polkit-rule -config FILE  print the polkit rule allowing the units FILE heals
   version               print the version
 
 Run "healgate <command> -h" for a command's flags.
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCheck(args, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args, stdout, stderr)
+	case "polkit-rule":
+		return runPolkitRule(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "healgate", version)
 		return nil

@@ -386,7 +386,9 @@ type Healing struct {
 	Backoff Backoff `yaml:"backoff"`
 
 	// HoldTimeout is how long a request waits for a heal in progress before
-	// it is answered 503 with Retry-After. Default 10s; zero answers at once.
+	// it is answered 503 with Retry-After; a route whose response_header
+	// timeout is shorter waits only that long. Default 10s; zero answers at
+	// once.
 	HoldTimeout time.Duration `yaml:"hold_timeout"`
 
 	// Drain asks Document Server to stop taking new sessions before a restart.

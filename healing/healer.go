@@ -148,6 +148,17 @@ func (h *Healer) FirstRound() <-chan struct{} {
 	return done
 }
 
+// Heartbeat returns when the healing loop last went round; zero before Run.
+// The loop goes round at least every health.interval, so an older heartbeat
+// means the healer is wedged (the systemd watchdog uses it).
+func (h *Healer) Heartbeat() time.Time {
+	n := h.target.beat.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
 // Ready reports whether upstream passes its health checks (liveness and
 // readiness, after rise/fall). Unknown upstreams are ready. It implements
 // the proxy's Health interface and does not block.

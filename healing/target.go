@@ -31,6 +31,7 @@ type target struct {
 	restartDue atomic.Bool
 	status     atomic.Pointer[TargetStatus]
 	events     eventRing
+	beat       atomic.Int64 // unix nanoseconds of the loop's latest turn
 
 	// Owned by run.
 	units      map[string]UnitState
@@ -122,6 +123,7 @@ func (t *target) run(ctx context.Context) {
 	t.probe(ctx)
 	for {
 		now := time.Now()
+		t.beat.Store(now.UnixNano())
 		d, trs := t.machine.Decide(now)
 		t.transitions(trs)
 		if d.Kind != DecisionNone {

@@ -9,34 +9,55 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/healgate/healgate/config"
 )
 
 // upgradeDrainTimeout bounds the wait, after upgraded connections were
 // closed at shutdown, for their handlers to return.
 const upgradeDrainTimeout = 5 * time.Second
 
-// Serve serves the proxy on ln until ctx is done, then shuts down gracefully:
-// it stops accepting, lets in-flight requests finish for at most
-// Server.ShutdownTimeout, cuts what is left, and closes upgraded (WebSocket)
-// connections, which http.Server.Shutdown neither closes nor waits for. It
-// closes ln. It returns nil after a clean stop, an error wrapping
-// context.DeadlineExceeded when requests had to be cut, or the listener's
-// error if serving failed.
+// Serve serves the proxy on ln until ctx is done, then shuts down
+// gracefully; see the package-level Serve, which it calls with the proxy as
+// the handler and cfg.Server's settings. It closes idle upstream connections
+// when it returns.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	defer p.CloseIdleConnections()
+	return Serve(ctx, ln, p, p.cfg.Server, p.log)
+}
+
+// CloseIdleConnections closes the idle keep-alive connections to every
+// upstream. A Proxy replaced by a reload calls it once its requests are done.
+func (p *Proxy) CloseIdleConnections() { p.pool.closeIdle() }
+
+// Serve serves h, normally a *Proxy or a handler that delegates to the
+// current one (a reload swaps proxies under one listener), on ln until ctx
+// is done, then shuts down gracefully: it stops accepting, lets in-flight
+// requests finish for at most cfg.ShutdownTimeout, cuts what is left, and
+// closes upgraded (WebSocket) connections, which http.Server.Shutdown
+// neither closes nor waits for. It closes ln. It returns nil after a clean
+// stop, an error wrapping context.DeadlineExceeded when requests had to be
+// cut, or the listener's error if serving failed. log receives the server's
+// own errors at debug level; nil discards them.
 //
-// The server is hardened: ReadHeaderTimeout (Server.HeaderTimeout),
-// IdleTimeout (Server.KeepaliveTimeout) and MaxHeaderBytes are set, but no
+// The server is hardened: ReadHeaderTimeout (cfg.HeaderTimeout),
+// IdleTimeout (cfg.KeepaliveTimeout) and MaxHeaderBytes are set, but no
 // ReadTimeout or WriteTimeout, which would cut WebSockets and long
 // downloads. HTTP/1.0 (nginx's default for proxy_pass) and HTTP/1.1 are
-// accepted.
-func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+// accepted. Upgraded connections are tracked only for requests a *Proxy
+// serves.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Server, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	ct := newConnTracker()
 	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: p.cfg.Server.HeaderTimeout,
-		IdleTimeout:       p.cfg.Server.KeepaliveTimeout,
-		MaxHeaderBytes:    int(p.cfg.Server.MaxHeaderBytes),
+		Handler:           h,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:       cfg.KeepaliveTimeout,
+		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
 		ConnState:         ct.connState,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// Requests must outlive ctx during the graceful shutdown.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ConnContext: func(c context.Context, conn net.Conn) context.Context {
@@ -50,12 +71,11 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	case err := <-errc:
 		ct.closeAll()
 		ct.wait(upgradeDrainTimeout)
-		p.pool.closeIdle()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 
-	sctx, cancel := context.WithTimeout(context.Background(), p.cfg.Server.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if err != nil {
@@ -65,10 +85,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		err = serr
 	}
 	if n := ct.closeAll(); n > 0 {
-		p.log.Info("closed upgraded connections at shutdown", "count", n)
+		log.Info("closed upgraded connections at shutdown", "count", n)
 	}
 	ct.wait(upgradeDrainTimeout)
-	p.pool.closeIdle()
 	if err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}

@@ -276,11 +276,16 @@ func (p *Proxy) breakerWait() (time.Duration, bool) {
 }
 
 // holdForHeal waits, while no candidate is usable and one of them is being
-// healed, for a heal to end — at most Healing.HoldTimeout in all. It returns
+// healed, for a heal to end — at most Healing.HoldTimeout in all, and never
+// longer than the route's response_header timeout. It returns
 // nil when a re-selection is worth trying, and an *Error (healing or
 // client_canceled) otherwise. Without a heal in progress it returns nil at once.
 func (p *Proxy) holdForHeal(ctx context.Context, st *reqState) error {
 	hold := p.cfg.Healing.HoldTimeout
+	if rh := st.route.timeouts.ResponseHeader; rh > 0 && rh < hold {
+		// Never keep a client longer than the route's own timeout would.
+		hold = rh
+	}
 	var (
 		deadline  <-chan time.Time
 		prev      <-chan struct{}

@@ -133,7 +133,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 
 	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
-	go func() { served <- serve(hctx, cfg, d.log, &ls) }()
+	go func() { served <- serve(hctx, cfg, d.log, serveOptions{listeners: &ls}) }()
 	defer func() {
 		stop()
 		if serr := <-served; err == nil {

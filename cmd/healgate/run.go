@@ -10,21 +10,20 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/healgate/healgate/admin"
 	"github.com/healgate/healgate/config"
-	"github.com/healgate/healgate/healing"
 	"github.com/healgate/healgate/proxy"
 )
 
-// runProxy is "healgate run": the main job.
+// runProxy is "healgate run": the main job. SIGHUP reloads the config file.
 func runProxy(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -38,7 +37,27 @@ func runProxy(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return &exitError{code: 1}
 	}
 	log := newLogger(cfg.Log, stderr, os.Getenv)
-	return serve(ctx, cfg, log, nil)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		// Owned by runProxy: it ends when hup is closed below.
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // a reload is already pending
+			}
+		}
+	}()
+	defer close(hup)
+
+	return serve(ctx, cfg, log, serveOptions{
+		reload: reload,
+		load:   func() (*config.Config, error) { return loadConfig(*path) },
+		notify: systemdNotifier{},
+	})
 }
 
 // listeners are the sockets serve runs on; tests and the demo pass their
@@ -47,47 +66,37 @@ type listeners struct {
 	proxy, admin net.Listener
 }
 
-// serve runs the proxy and the admin listener for cfg until ctx ends, then
-// shuts both down gracefully. With ls nil it binds cfg.Listen and
-// cfg.Admin.Listen itself.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ls *listeners) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
+// serveOptions are serve's collaborators; every field may be zero.
+type serveOptions struct {
+	// listeners, when set, are used instead of binding cfg.Listen and
+	// cfg.Admin.Listen.
+	listeners *listeners
+	// reload asks for the config to be loaded again with load.
+	reload <-chan struct{}
+	load   func() (*config.Config, error)
+	// notify tells the service manager what happens; nil tells no one.
+	notify notifier
+}
+
+// serve runs the proxy, the healer and the admin listener for cfg until ctx
+// ends, then shuts them down gracefully. A value on opts.reload applies a
+// config from opts.load without dropping a request (see reloadConfig).
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serveOptions) error {
+	if opts.notify == nil {
+		opts.notify = nopNotifier{}
+	}
+	base := prometheus.NewRegistry()
+	base.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	var (
-		notifier *healing.Notifier
-		err      error
-	)
-	if len(cfg.Notify.Webhooks) > 0 {
-		host, _ := os.Hostname()
-		notifier, err = healing.NewNotifier(cfg.Notify, healing.NotifierOptions{Logger: log, Registerer: reg, Host: host})
-		if err != nil {
-			return err
-		}
-	}
-	hopts := healing.Options{Logger: log, Registerer: reg}
-	if notifier != nil {
-		hopts.Notify = notifier
-	}
-	healer, err := healing.New(cfg, hopts)
-	if err != nil {
-		return err
-	}
-	p, err := proxy.New(cfg, proxy.Options{Logger: log, Registerer: reg, Health: healer, Observer: passive{healer}})
-	if err != nil {
-		return err
-	}
-	token, err := readToken(cfg.Admin.TokenFile)
-	if err != nil {
-		return err
-	}
-	adminHandler, err := admin.New(admin.Options{Proxy: p, Healer: healer, Token: token, Gatherer: reg, Version: version})
+	var cur current
+	gen, err := newGeneration(cfg, log, &cur, base)
 	if err != nil {
 		return err
 	}
 
+	ls := opts.listeners
 	if ls == nil {
 		ls = &listeners{}
 		if ls.proxy, err = proxy.Listen(ctx, cfg.Listen); err != nil {
@@ -101,25 +110,107 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ls *listen
 		}
 	}
 
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.Serve(ctx, ls.proxy) })
-	g.Go(func() error { return healer.Run(ctx) })
-	if notifier != nil {
-		g.Go(func() error { return notifier.Run(ctx) })
-	}
+	// Generations run their background loops under bg, which outlives ctx
+	// until the servers have drained.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	gen.start(bg)
+	cur.store(gen)
+	defer func() { cur.load().stop() }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return proxy.Serve(gctx, ls.proxy, proxyHandler{&cur}, cfg.Server, log) })
 	if ls.admin != nil {
-		g.Go(func() error { return serveAdmin(ctx, ls.admin, adminHandler) })
+		g.Go(func() error { return serveAdmin(gctx, ls.admin, adminHandler{&cur}) })
 	}
 	log.Info("healgate started", "version", version, "listen", ls.proxy.Addr().String(),
 		"admin", addrOf(ls.admin), "upstreams", len(cfg.Upstreams))
-	// READY=1 once the listeners are bound; without NOTIFY_SOCKET this is a no-op.
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-		log.Warn("sd_notify", "err", err)
+
+	// READY=1 only once the listeners are bound and every upstream was
+	// probed once, bounded so a hung probe cannot hold the start forever.
+	select {
+	case <-gen.healer.FirstRound():
+	case <-time.After(2 * cfg.Health.Timeout):
+	case <-gctx.Done():
 	}
-	<-ctx.Done()
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	opts.notify.ready(statusLine(cur.load()))
+
+	g.Go(func() error {
+		watchdog(gctx, &cur, ls.admin, opts.notify, log)
+		return nil
+	})
+	for done := false; !done; {
+		select {
+		case <-gctx.Done():
+			done = true
+		case <-opts.reload:
+			reloadConfig(bg, &cur, opts, log, base)
+		}
+	}
+	opts.notify.stopping()
 	log.Info("healgate stopping")
-	return g.Wait()
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil
+	}
+	return err
+}
+
+// reloadConfig loads the config again and, if it is valid, builds a new
+// generation, starts it, swaps it in, and stops the old one: requests in
+// flight finish on the old proxy, new ones go to the new. An invalid config
+// keeps the old generation and says why. Changes to listen, admin.listen
+// and server need a restart and are not applied (a warning says so).
+func reloadConfig(bg context.Context, cur *current, opts serveOptions, log *slog.Logger, base *prometheus.Registry) {
+	if opts.load == nil {
+		return
+	}
+	opts.notify.reloading()
+	old := cur.load()
+	defer func() { opts.notify.ready(statusLine(cur.load())) }()
+	cfg, err := opts.load()
+	if err != nil {
+		log.Error("reload: the new config is invalid; still running on the previous one", "err", err)
+		opts.notify.status("reload failed, running on the previous config: " + firstLine(err.Error()))
+		return
+	}
+	for _, k := range restartOnly(old.cfg, cfg) {
+		log.Warn("reload: this setting needs a restart; keeping the running value", "key", k)
+	}
+	keepRestartOnly(old.cfg, cfg)
+	gen, err := newGeneration(cfg, log, cur, base)
+	if err != nil {
+		log.Error("reload: cannot apply the new config; still running on the previous one", "err", err)
+		return
+	}
+	gen.start(bg)
+	cur.store(gen)
+	old.stop()
+	log.Info("reload: new config applied", "upstreams", len(cfg.Upstreams))
+}
+
+// restartOnly lists the keys that differ between a and b and that a reload
+// cannot apply: the listeners are bound once, and the server's settings
+// belong to them.
+func restartOnly(a, b *config.Config) []string {
+	var keys []string
+	if a.Listen != b.Listen {
+		keys = append(keys, "listen")
+	}
+	if a.Admin.Listen != b.Admin.Listen {
+		keys = append(keys, "admin.listen")
+	}
+	if a.Server != b.Server {
+		keys = append(keys, "server")
+	}
+	return keys
+}
+
+// keepRestartOnly copies the restart-only settings of running into next.
+func keepRestartOnly(running, next *config.Config) {
+	next.Listen = running.Listen
+	next.Admin.Listen = running.Admin.Listen
+	next.Server = running.Server
 }
 
 // serveAdmin serves h on ln until ctx ends.
@@ -148,25 +239,6 @@ func serveAdmin(ctx context.Context, ln net.Listener, h http.Handler) error {
 	return err
 }
 
-// passive takes the proxy's passive signals to the healer: connections
-// refused or timed out are failed liveness evidence, and so is an opened
-// circuit breaker.
-type passive struct{ h *healing.Healer }
-
-var (
-	_ proxy.Observer        = passive{}
-	_ proxy.BreakerObserver = passive{}
-)
-
-func (p passive) Observe(o proxy.Outcome) {
-	switch o.Class {
-	case proxy.ClassRefused, proxy.ClassConnectTimeout:
-		p.h.Passive(o.Upstream, healing.PassiveDialError)
-	}
-}
-
-func (p passive) BreakerChanged(upstream, from, to string) { p.h.BreakerChanged(upstream, from, to) }
-
 // readToken reads the admin bearer token from path ("" for none), trimmed
 // of surrounding white space. An empty file is an error.
 func readToken(path string) (string, error) {
@@ -189,4 +261,9 @@ func addrOf(ln net.Listener) string {
 		return ""
 	}
 	return ln.Addr().String()
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

@@ -69,9 +69,9 @@ func (r *recordNotifier) add(s string) {
 	default:
 	}
 }
-func (r *recordNotifier) ready(string) { r.add("READY") }
-func (r *recordNotifier) reloading()   { r.add("RELOADING") }
-func (r *recordNotifier) stopping()    { r.add("STOPPING") }
+func (r *recordNotifier) ready(string)  { r.add("READY") }
+func (r *recordNotifier) reloading()    { r.add("RELOADING") }
+func (r *recordNotifier) stopping()     { r.add("STOPPING") }
 func (r *recordNotifier) status(string) {}
 func (r *recordNotifier) watchdog()     {}
 

@@ -63,21 +63,23 @@ type Healer struct {
 	client  *http.Client
 	metrics *healerMetrics
 
-	monitors []*monitor          // one per upstream, in config order
-	byName   map[string]*monitor // by upstream name
-	target   *target
+	monitors   []*monitor          // one per upstream, in config order
+	byName     map[string]*monitor // by upstream name
+	target     *target
+	firstRound chan struct{} // closed by Run, see FirstRound
 }
 
 // New returns a Healer for cfg (which must have passed validation). It
 // does not touch the network: Run does.
 func New(cfg *config.Config, opts Options) (*Healer, error) {
 	h := &Healer{
-		cfg:    cfg,
-		log:    opts.Logger,
-		notify: opts.Notify,
-		sd:     opts.Systemd,
-		client: opts.HTTPClient,
-		byName: make(map[string]*monitor),
+		cfg:        cfg,
+		log:        opts.Logger,
+		notify:     opts.Notify,
+		sd:         opts.Systemd,
+		client:     opts.HTTPClient,
+		byName:     make(map[string]*monitor),
+		firstRound: make(chan struct{}),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -131,22 +133,24 @@ func (h *Healer) Run(ctx context.Context) error {
 		wg.Go(func() { m.run(ctx, h.cfg.Health.Interval) })
 	}
 	wg.Go(func() { h.target.run(ctx) })
+	wg.Go(func() {
+		for _, m := range h.monitors {
+			select {
+			case <-m.firstRound:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(h.firstRound)
+	})
 	wg.Wait()
 	return nil
 }
 
-// FirstRound is closed once every upstream has been probed once, so a
-// service manager can be told "ready" only after readiness is known.
-func (h *Healer) FirstRound() <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for _, m := range h.monitors {
-			<-m.firstRound
-		}
-	}()
-	return done
-}
+// FirstRound returns a channel that Run closes once every upstream has
+// been probed once, so a service manager can be told "ready" only after
+// readiness is known.
+func (h *Healer) FirstRound() <-chan struct{} { return h.firstRound }
 
 // Heartbeat returns when the healing loop last went round; zero before Run.
 // The loop goes round at least every health.interval, so an older heartbeat

@@ -207,20 +207,20 @@ func TestListenUnix(t *testing.T) {
 	}
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close()
-	ln, err := Listen(t.Context(), "unix:"+path)
+	ln, err := Listen(t.Context(), "unix:"+path, nil)
 	if err != nil {
 		t.Fatalf("stale socket: %v", err)
 	}
 	defer ln.Close()
 
 	// A live one is not.
-	if _, err := Listen(t.Context(), "unix:"+path); !errors.Is(err, syscall.EADDRINUSE) {
+	if _, err := Listen(t.Context(), "unix:"+path, nil); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("live socket: err = %v, want EADDRINUSE", err)
 	}
 	// Nor is a regular file.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	if _, err := Listen(t.Context(), "unix:"+file); err == nil {
+	if _, err := Listen(t.Context(), "unix:"+file, nil); err == nil {
 		t.Error("a regular file was replaced by a socket")
 	}
 }
@@ -237,7 +237,7 @@ func TestServeOverUnixSocketTrustsPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "hg.sock")
-	ln, err := Listen(t.Context(), "unix:"+path)
+	ln, err := Listen(t.Context(), "unix:"+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,4 +296,24 @@ func httptestRequest(method, target string, h http.Header) *http.Request {
 		r.Header[k] = v
 	}
 	return r
+}
+
+func TestListenSystemdTakesPassedSocketByName(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	passed := map[string][]net.Listener{"proxy": {ln}}
+	got, err := Listen(t.Context(), "systemd:proxy", passed)
+	if err != nil || got != ln {
+		t.Fatalf("Listen(systemd:proxy) = %v, %v; want the passed listener", got, err)
+	}
+	if _, err := Listen(t.Context(), "systemd:admin", passed); err == nil {
+		t.Error("Listen(systemd:admin) with no such socket succeeded")
+	}
+	passed["twice"] = []net.Listener{ln, ln}
+	if _, err := Listen(t.Context(), "systemd:twice", passed); err == nil {
+		t.Error("Listen(systemd:twice) with two sockets of that name succeeded")
+	}
 }

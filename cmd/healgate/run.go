@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -98,15 +99,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 
 	ls := opts.listeners
 	if ls == nil {
-		ls = &listeners{}
-		if ls.proxy, err = proxy.Listen(ctx, cfg.Listen); err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
-		if cfg.Admin.Listen != "" {
-			if ls.admin, err = proxy.Listen(ctx, cfg.Admin.Listen); err != nil {
-				ls.proxy.Close()
-				return fmt.Errorf("admin.listen: %w", err)
-			}
+		if ls, err = listen(ctx, cfg); err != nil {
+			return err
 		}
 	}
 
@@ -154,6 +148,38 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, opts serve
 		err = nil
 	}
 	return err
+}
+
+// listen binds cfg.Listen and cfg.Admin.Listen. Sockets passed by systemd
+// socket activation ("systemd:NAME") are taken once, by name; passed sockets
+// that neither claims are closed.
+func listen(ctx context.Context, cfg *config.Config) (*listeners, error) {
+	var passed map[string][]net.Listener
+	if strings.HasPrefix(cfg.Listen, "systemd:") || strings.HasPrefix(cfg.Admin.Listen, "systemd:") {
+		var err error
+		if passed, err = activation.ListenersWithNames(); err != nil {
+			return nil, fmt.Errorf("socket activation: %w", err)
+		}
+	}
+	ls := &listeners{}
+	var err error
+	if ls.proxy, err = proxy.Listen(ctx, cfg.Listen, passed); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if cfg.Admin.Listen != "" {
+		if ls.admin, err = proxy.Listen(ctx, cfg.Admin.Listen, passed); err != nil {
+			ls.proxy.Close()
+			return nil, fmt.Errorf("admin.listen: %w", err)
+		}
+	}
+	for _, lns := range passed {
+		for _, ln := range lns {
+			if ln != ls.proxy && ln != ls.admin {
+				ln.Close()
+			}
+		}
+	}
+	return ls, nil
 }
 
 // reloadConfig loads the config again and, if it is valid, builds a new

@@ -80,4 +80,3 @@ func listenUnix(ctx context.Context, path string) (net.Listener, error) {
 	}
 	return ln, nil
 }
-

@@ -174,8 +174,8 @@ func TestNginxLocationsKeepDocumentServerRules(t *testing.T) {
 type nginxLocation struct {
 	pattern        string
 	regex          *regexp.Regexp // nil for a prefix location
-	proxied        bool // proxy_pass to the docservice upstream
-	restricted     bool // "deny all" (allow-listed peers only)
+	proxied        bool           // proxy_pass to the docservice upstream
+	restricted     bool           // "deny all" (allow-listed peers only)
 	readTimeout    time.Duration
 	sendTimeout    time.Duration
 	connectTimeout time.Duration

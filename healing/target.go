@@ -37,7 +37,8 @@ type target struct {
 	units      map[string]UnitState
 	healDone   chan struct{}
 	depLast    map[string]ProbeStatus
-	lastAction string // what the action in flight is, for events
+	lastAction string    // what the action in flight is, for events
+	restartAt  time.Time // when the latest restart of the target's own units began
 }
 
 type depProbe struct {
@@ -151,10 +152,23 @@ func (t *target) run(ctx context.Context) {
 				unitEvents = nil
 				continue
 			}
+			// Decide on the unit as read, not on the signal that caused
+			// the read: the watcher's connection may deliver a signal sent
+			// before a restart after the restart job's result arrived on
+			// another connection. And while a restart is verified, a unit
+			// whose state last changed before that restart began was read
+			// before it: history, not "dead again".
+			st := ev.State
+			if st.ActiveState == "" { // the read failed: the signal is all there is
+				st.ActiveState, st.SubState = ev.ActiveState, ev.SubState
+			}
+			if t.machine.State() == StateVerifying && st.StateChangeTimestamp.Before(t.restartAt) {
+				continue
+			}
 			t.units[ev.Unit] = ev.State
-			if t.machine.RecordUnit(time.Now(), ev.Unit, ev.ActiveState, ev.SubState) {
+			if t.machine.RecordUnit(time.Now(), ev.Unit, st.ActiveState, st.SubState) {
 				t.h.log.Info("unit state changed", "target", t.name, "unit", ev.Unit,
-					"active", ev.ActiveState, "sub", ev.SubState, "result", ev.Result)
+					"active", st.ActiveState, "sub", st.SubState, "result", st.Result)
 			}
 		case sig := <-t.passive:
 			t.machine.RecordPassive(time.Now(), sig)
@@ -248,6 +262,9 @@ func (t *target) act(ctx context.Context, wg *sync.WaitGroup, d Decision, result
 		return false
 	}
 	t.beginHeal()
+	if d.Kind == DecisionRestart {
+		t.restartAt = time.Now()
+	}
 	log.Warn("healing", "action", action, "units", d.Units)
 	t.h.event(Event{Time: d.At, Target: t.name, Kind: EventHealStarted, Reason: d.Reason,
 		Action: action, Unit: strings.Join(d.Units, " "), Details: t.unitDetails(d.Units)})

@@ -39,6 +39,11 @@ type target struct {
 	depLast    map[string]ProbeStatus
 	lastAction string    // what the action in flight is, for events
 	restartAt  time.Time // when the latest restart of the target's own units began
+
+	// The action in flight: its decision, and how to cancel it (nil when
+	// none runs).
+	acting     Decision
+	stopAction context.CancelFunc
 }
 
 type depProbe struct {
@@ -114,7 +119,31 @@ func (t *target) run(ctx context.Context) {
 	}
 
 	results := make(chan actionResult, 1)
-	inflight := false
+	var (
+		inflight  bool      // an action goroutine runs; its result arrives on results
+		abandoned bool      // the Machine stopped waiting for it (restart_timeout) and it was canceled
+		next      *Decision // a restart decided while an abandoned action winds down
+	)
+	// One action at a time: when the Machine leaves healing without the
+	// action's result (restart_timeout), the action is canceled and reported
+	// as timed out, and a restart decided before it has returned waits for
+	// it.
+	abandon := func() {
+		if inflight && !abandoned && t.machine.State() != StateHealing {
+			abandoned = true
+			t.abandon(time.Now())
+		}
+	}
+	start := func(d Decision) {
+		isRestart := d.Kind == DecisionRestart || d.Kind == DecisionRestartDependency
+		if inflight && isRestart && !d.DryRun {
+			next = &d
+			return
+		}
+		if t.act(ctx, &wg, d, results) {
+			inflight = true
+		}
+	}
 	tick := time.NewTicker(t.h.cfg.Health.Interval)
 	defer tick.Stop()
 	deadline := time.NewTimer(time.Hour)
@@ -127,14 +156,14 @@ func (t *target) run(ctx context.Context) {
 		t.beat.Store(now.UnixNano())
 		d, trs := t.machine.Decide(now)
 		t.transitions(trs)
+		abandon()
 		if d.Kind != DecisionNone {
-			if t.act(ctx, &wg, d, results) {
-				inflight = true
-			}
+			start(d)
 			// Acting may change the state (dry run, alerts): decide again
 			// at once for the transitions it caused.
 			_, trs = t.machine.Decide(time.Now())
 			t.transitions(trs)
+			abandon()
 		}
 		t.publish(now)
 		if next := t.machine.NextDeadline(now); !next.IsZero() {
@@ -174,7 +203,20 @@ func (t *target) run(ctx context.Context) {
 			t.machine.RecordPassive(time.Now(), sig)
 		case r := <-results:
 			inflight = false
-			t.finished(r)
+			t.stopAction()
+			t.stopAction = nil
+			if !abandoned {
+				t.finished(r)
+				break
+			}
+			abandoned = false
+			t.h.log.Warn("heal action returned after restart_timeout", "target", t.name,
+				"action", t.lastAction, "units", r.decision.Units, "detail", r.detail, "err", r.err)
+			if next != nil {
+				d := *next
+				next = nil
+				start(d)
+			}
 		case o := <-t.ops:
 			o.reply <- t.operator(o, inflight)
 		case <-deadline.C:
@@ -276,12 +318,27 @@ func (t *target) act(ctx context.Context, wg *sync.WaitGroup, d Decision, result
 		t.finished(actionResult{decision: d, detail: "restart due: /healthz/upstream fails until the upstream is live again"})
 		return false
 	}
+	actx, cancel := context.WithCancel(ctx)
+	t.acting, t.stopAction = d, cancel
 	wg.Go(func() {
 		r := actionResult{decision: d}
-		r.detail, r.err = t.runAction(ctx, action, d)
+		r.detail, r.err = t.runAction(actx, action, d)
 		results <- r
 	})
 	return true
+}
+
+// abandon cancels the action in flight after the Machine stopped waiting
+// for it (restart_timeout) and reports the heal as timed out. Its late
+// result is only logged.
+func (t *target) abandon(now time.Time) {
+	t.stopAction()
+	reason := t.machine.Status(now).Reason
+	t.h.log.Error("heal action timed out: canceled", "target", t.name, "action", t.lastAction,
+		"units", t.acting.Units, "reason", reason)
+	t.h.metrics.heals.WithLabelValues(t.name, t.lastAction, "timeout").Inc()
+	t.h.event(Event{Time: now, Target: t.name, Kind: EventHealFailed, Reason: reason,
+		Action: t.lastAction, Unit: strings.Join(t.acting.Units, " "), Result: "timeout"})
 }
 
 // runAction performs a restart: optionally drain, then the systemd units in

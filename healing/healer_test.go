@@ -804,3 +804,47 @@ func TestHealerFirstRoundStopsWithRun(t *testing.T) {
 	default:
 	}
 }
+
+func TestHealerRestartTimeoutCancelsTheAction(t *testing.T) {
+	healerLeakCheck(t)
+	_, url := healerEmu(t, "ds", dsemu.KindHang)
+	pids := healerMarker(t)
+	// Each run notes its pid, then outlives restart_timeout by far.
+	cfg := healerConfig(url, "sh", "-c", `echo $$ >> "$1"; exec sleep 30`, "sh", pids)
+	cfg.Healing.Exec.Timeout = time.Minute
+	cfg.Healing.RestartTimeout = 300 * time.Millisecond
+	cfg.Healing.Budget = config.Budget{Restarts: 2, Window: time.Hour}
+	cfg.Healing.Backoff = config.Backoff{Initial: 100 * time.Millisecond, Max: 200 * time.Millisecond}
+	r := startHealer(t, cfg)
+
+	r.waitState(healing.StateGaveUp)
+	want := []healing.EventKind{
+		healing.EventHealStarted, healing.EventHealFailed,
+		healing.EventHealStarted, healing.EventHealFailed,
+		healing.EventGaveUp,
+	}
+	if got := r.rec.kinds(); !slices.Equal(got, want) {
+		t.Fatalf("events = %v, want %v", got, want)
+	}
+	for _, e := range r.rec.of(healing.EventHealFailed) {
+		if e.Result != "timeout" || !strings.Contains(e.Reason, "restart_timeout") {
+			t.Errorf("heal_failed = %+v, want result timeout naming restart_timeout", e)
+		}
+	}
+	if got := r.heals("exec", "timeout"); got != 2 {
+		t.Errorf(`healgate_heals_total{result="timeout"} = %v, want 2`, got)
+	}
+	// One action at a time: the timed-out command was killed before the
+	// next one started, and none is left running.
+	b, err := os.ReadFile(pids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(b))
+	if len(lines) != 2 {
+		t.Fatalf("the command ran %d times, want 2", len(lines))
+	}
+	r.waitFor("the commands killed", func() bool {
+		return !healerExists("/proc/"+lines[0]) && !healerExists("/proc/"+lines[1])
+	})
+}

@@ -8,6 +8,7 @@
 #            "v", else 0.0.0+git<commit time>.<commit>)
 #   GOARCH   target architecture (default: go env GOARCH)
 #   NFPM     the nfpm module to run (default: the version known to work here)
+#   DIST     where the packages go (default: dist)
 #
 # It builds a static binary (CGO_ENABLED=0, -trimpath, stripped) into
 # dist/build/healgate, then runs nfpm with packaging/nfpm.yaml. Nothing but
@@ -37,6 +38,8 @@ case "$VERSION" in
 	*) echo "build.sh: VERSION must start with a digit (deb requires it), got $VERSION" >&2; exit 2 ;;
 esac
 export VERSION GOARCH
+DIST=${DIST:-dist}
+mkdir -p "$DIST"
 
 mkdir -p dist/build
 echo "build.sh: go build healgate $VERSION for linux/$GOARCH"
@@ -45,6 +48,6 @@ CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH \
 
 for f in "${formats[@]}"; do
 	echo "build.sh: nfpm package -p $f"
-	go run "$NFPM" package --config packaging/nfpm.yaml --packager "$f" --target dist/
+	go run "$NFPM" package --config packaging/nfpm.yaml --packager "$f" --target "$DIST/"
 done
-ls -l dist/*.deb dist/*.rpm 2>/dev/null || true
+ls -l "$DIST"/*.deb "$DIST"/*.rpm 2>/dev/null || true

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/healgate/healgate/config"
 )
 
 // TestSysusersAndTmpfiles applies sysusers.d/healgate.conf and then
@@ -117,4 +119,58 @@ func passwdEntry(t *testing.T, file, name string) []string {
 		t.Fatal(err)
 	}
 	return nil
+}
+
+// TestSocketActivationConfig: the example config for socket activation is
+// valid and names exactly the FileDescriptorName= of the packaged socket
+// units, each of which starts healgate.service.
+func TestSocketActivationConfig(t *testing.T) {
+	cfg, err := config.Load("healgate-socket.yaml")
+	if err != nil {
+		t.Fatalf("healgate-socket.yaml: %v", err)
+	}
+	for _, c := range []struct{ listen, unit string }{
+		{cfg.Listen, "healgate.socket"},
+		{cfg.Admin.Listen, "healgate-admin.socket"},
+	} {
+		unit := string(readFile(t, "systemd/"+c.unit))
+		name, ok := strings.CutPrefix(c.listen, "systemd:")
+		if !ok {
+			t.Errorf("listen %q: want systemd:NAME", c.listen)
+			continue
+		}
+		if !strings.Contains(unit, "\nFileDescriptorName="+name+"\n") || !strings.Contains(unit, "\nService=healgate.service\n") {
+			t.Errorf("%s: want FileDescriptorName=%s and Service=healgate.service", c.unit, name)
+		}
+	}
+}
+
+// TestDockerfile checks what can be checked without a container engine: a
+// Go builder of the go.mod's version, a static build, a non-root final
+// stage, the exposed ports and the entrypoint.
+func TestDockerfile(t *testing.T) {
+	df := string(readFile(t, "Dockerfile"))
+	gomod := string(readFile(t, "../go.mod"))
+	goVersion := ""
+	for _, line := range strings.Split(gomod, "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok {
+			goVersion = strings.Join(strings.Split(strings.TrimSpace(v), ".")[:2], ".")
+		}
+	}
+	for _, want := range []string{
+		"FROM golang:" + goVersion + " AS build",
+		"CGO_ENABLED=0",
+		"-trimpath",
+		"FROM gcr.io/distroless/static",
+		"USER 65532:65532",
+		"EXPOSE 8080 9090",
+		`ENTRYPOINT ["/usr/bin/healgate", "run", "-config", "/etc/healgate/healgate.yaml"]`,
+	} {
+		if !strings.Contains(df, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	if n := strings.Count(df, "\nFROM "); n != 2 {
+		t.Errorf("Dockerfile has %d stages, want 2 (builder and runtime)", n)
+	}
 }

@@ -210,13 +210,14 @@ func (h *Healer) Passive(upstream string, sig PassiveSignal) {
 }
 
 // BreakerChanged takes a circuit breaker's state change from the proxy: an
-// opened breaker on the healed upstream counts as failed liveness evidence
-// and is reported as an event. It never blocks.
+// opened breaker is reported as an event (Target is the upstream's name),
+// and on the healed upstream it counts as failed liveness evidence. It never
+// blocks.
 func (h *Healer) BreakerChanged(upstream, from, to string) {
 	if to != "open" {
 		return
 	}
-	h.event(Event{Time: time.Now(), Target: h.target.name, Kind: EventBreakerOpened,
+	h.event(Event{Time: time.Now(), Target: upstream, Kind: EventBreakerOpened,
 		Reason: fmt.Sprintf("circuit breaker of upstream %s opened (was %s)", upstream, from)})
 	h.Passive(upstream, PassiveBreakerOpen)
 }
@@ -375,7 +376,7 @@ func (r *eventRing) list() []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.full {
-		return slices.Clone(r.buf[:r.next])
+		return append([]Event{}, r.buf[:r.next]...) // [] rather than null in JSON
 	}
 	return append(slices.Clone(r.buf[r.next:]), r.buf[:r.next]...)
 }

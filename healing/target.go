@@ -461,8 +461,9 @@ func (t *target) transitions(trs []Transition) {
 		case tr.To == StateGaveUp:
 			kind = EventGaveUp
 		case tr.To == StateBackoff:
-			// The failed action, if any, was reported by finished; a
-			// recovery that did not come is reported here.
+			// A failed action was reported by finished, one that ran
+			// past restart_timeout by abandon; a recovery that did not
+			// come is reported here.
 			if tr.From == StateVerifying {
 				kind = EventHealFailed
 			}

@@ -1,14 +1,16 @@
 // Command healgate is a self-healing reverse proxy sidecar for ONLYOFFICE
 // Document Server: nginx passes requests to healgate, healgate passes them to
 // Document Server with tunable timeouts, next-upstream failover and
-// per-upstream circuit breakers.
+// per-upstream circuit breakers, and heals Document Server (or the dependency
+// at fault) when its health checks fail.
 //
 // Usage:
 //
-//	healgate run -config FILE     run the proxy (plain "healgate -config FILE" too)
-//	healgate check -config FILE   validate a config and print the effective one (like nginx -t)
-//	healgate demo [-duration 60s] a self-contained tour on emulated Document Servers
-//	healgate version              print the version
+//	healgate run -config FILE          run the proxy and the healer (plain "healgate -config FILE" too)
+//	healgate check -config FILE        validate a config and print the effective one (like nginx -t)
+//	healgate demo [-duration 60s]      a self-contained tour on emulated Document Servers
+//	healgate polkit-rule -config FILE  print the polkit rule allowing the units FILE heals
+//	healgate version                   print the version
 package main
 
 import (

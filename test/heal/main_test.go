@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -50,6 +52,15 @@ func testMain(m *testing.M) int {
 	if err := shared.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "heal: stop the test system:", err)
 		code = 1
+	}
+	if code == 0 {
+		// Every test stops and waits for what it started: no goroutine
+		// of the harness (process waiters, client loops, receivers)
+		// outlives it.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "heal: leaked goroutines:", err)
+			return 1
+		}
 	}
 	return code
 }

@@ -164,18 +164,20 @@ func (h *Healer) Heartbeat() time.Time {
 }
 
 // Ready reports whether upstream passes its health checks (liveness and
-// readiness, after rise/fall) and is not being healed: while a restart is in
-// flight or being verified the upstream is not ready, so the proxy holds
-// requests for the heal (Healing) instead of sending them to a process that
-// is dead or not yet listening, where they would end in a 502 long before
-// fall failed probes make the checks say so. Unknown upstreams are ready. It
-// implements the proxy's Health interface and does not block.
+// readiness, after rise/fall) and is not being restarted by healgate: while
+// its systemd or exec restart is in flight or being verified the upstream
+// is not ready, so the proxy holds requests for the heal (Healing) instead of
+// sending them to a process that is dead or not yet listening, where they
+// would end in a 502 long before fall failed probes make the checks say so.
+// With action none healgate restarts nothing itself (Kubernetes may, some
+// time later), so there the checks alone decide. Unknown upstreams are
+// ready. It implements the proxy's Health interface and does not block.
 func (h *Healer) Ready(upstream string) bool {
 	m := h.byName[upstream]
 	if m == nil {
 		return true
 	}
-	if m == h.target.mon && h.target.healing.Load() != nil {
+	if m == h.target.mon && h.cfg.Healing.Action != config.ActionNone && h.target.healing.Load() != nil {
 		return false
 	}
 	return m.ready.Load()

@@ -170,21 +170,22 @@ func (h *Healer) Heartbeat() time.Time {
 // sending them to a process that is dead or not yet listening, where they
 // would end in a 502 long before fall failed probes make the checks say so.
 // With action none healgate restarts nothing itself (Kubernetes may, some
-// time later), so there the checks alone decide. Unknown upstreams are
-// ready. It implements the proxy's Health interface and does not block.
+// time later), so no heal is in progress and the checks alone decide.
+// Unknown upstreams are ready. It implements the proxy's Health interface and does not block.
 func (h *Healer) Ready(upstream string) bool {
 	m := h.byName[upstream]
 	if m == nil {
 		return true
 	}
-	if m == h.target.mon && h.cfg.Healing.Action != config.ActionNone && h.target.healing.Load() != nil {
+	if m == h.target.mon && h.target.healing.Load() != nil {
 		return false
 	}
 	return m.ready.Load()
 }
 
-// Healing reports whether a heal of upstream is in progress (a restart in
-// flight or being verified); done is closed when it ends. It implements the
+// Healing reports whether a heal of upstream is in progress (a restart that
+// healgate performs, systemd or exec, in flight or being verified); done is
+// closed when it ends. With action none it is always false. It implements the
 // proxy's Health interface and does not block.
 func (h *Healer) Healing(upstream string) (done <-chan struct{}, healing bool) {
 	t := h.target

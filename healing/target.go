@@ -303,7 +303,11 @@ func (t *target) act(ctx context.Context, wg *sync.WaitGroup, d Decision, result
 		t.h.metrics.heals.WithLabelValues(t.name, action, "dry_run").Inc()
 		return false
 	}
-	t.beginHeal()
+	if action != config.ActionNone {
+		// Hold requests for a heal healgate performs itself; with action
+		// none it cannot know when (or whether) the kubelet restarts.
+		t.beginHeal()
+	}
 	if d.Kind == DecisionRestart {
 		t.restartAt = time.Now()
 	}

@@ -104,12 +104,15 @@ type Error struct {
 func (e *Error) Error() string {
 	var reason string
 	switch {
-	case e.Err != nil:
+	case e.Err != nil && e.Class != ClassHealing:
 		reason = rootReason(e.Err)
 	case e.Class == ClassBreakerOpen:
 		reason = "every usable upstream's circuit breaker is open"
 	case e.Class == ClassHealing:
 		reason = "the upstream is being healed"
+		if e.Err != nil {
+			reason += "; the last try: " + rootReason(e.Err)
+		}
 	case e.Class == ClassNoUpstream:
 		reason = "no upstream is available"
 	default:

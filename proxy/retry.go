@@ -137,9 +137,13 @@ func (t retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 			var pe *Error
 			if errors.As(perr, &pe) && pe.Class == ClassHealing {
 				// A heal outlasted the hold: say so rather than pass on the
-				// last failure of another upstream.
+				// last failure of another upstream, which the answer still
+				// names.
 				if res != nil {
 					discard(res)
+				}
+				if pe.Err == nil && lastErr != nil {
+					pe.Err = lastErr
 				}
 				return nil, perr
 			}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -100,6 +101,9 @@ func TestHealingHoldAfterBackupRefusedExpires(t *testing.T) {
 	f := newFront(t, cfg, Options{Health: h})
 	res, body := f.do(t, "GET", "/", nil)
 	wantError(t, res, body, http.StatusServiceUnavailable, ClassHealing)
+	if !strings.Contains(body, "connection refused") {
+		t.Errorf("body %q does not name the backup's refusal", body)
+	}
 	if a.hits.Load() != 0 {
 		t.Errorf("the upstream being healed got %d requests", a.hits.Load())
 	}

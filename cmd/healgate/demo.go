@@ -516,13 +516,13 @@ func (d *demo) everythingDown(ctx context.Context) error {
 }
 
 func (d *demo) recovery(ctx context.Context) error {
-	d.heading("The backup comes back")
+	d.heading("The backup comes back; the primary's breaker lets a trial request through and closes")
 	if err := d.backup.revive(ctx, dsemu.KindOK); err != nil {
 		return err
 	}
-	err := d.poll(ctx, 15*time.Second, "requests to succeed", func() (bool, error) {
+	err := d.poll(ctx, 15*time.Second, "the primary to serve again", func() (bool, error) {
 		r, err := d.do(ctx, http.MethodGet, "/healthcheck", "")
-		return r.status == http.StatusOK, err
+		return r.status == http.StatusOK && r.from == "primary", err
 	})
 	if err != nil {
 		return err

@@ -147,6 +147,16 @@ type fakeHealth struct {
 	ready   map[string]bool
 	healing map[string]chan struct{}
 	held    chan struct{} // closed by Healing, see heldSignal
+	asked   chan struct{} // closed by Healing, see askedSignal
+}
+
+// askedSignal returns a channel closed the next time a request asks whether
+// an upstream is being healed, healing or not.
+func (h *fakeHealth) askedSignal() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.asked = make(chan struct{})
+	return h.asked
 }
 
 func newFakeHealth() *fakeHealth {
@@ -164,6 +174,10 @@ func (h *fakeHealth) Healing(u string) (<-chan struct{}, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c, ok := h.healing[u]
+	if h.asked != nil {
+		close(h.asked)
+		h.asked = nil
+	}
 	if ok && h.held != nil {
 		// A request is looking at a heal in progress: it is (about to be) held.
 		close(h.held)

@@ -156,11 +156,12 @@ type reqState struct {
 	upgrade bool
 	start   time.Time
 
-	tried    tried
-	tries    int
-	last     *upstream
-	order    []*upstream
-	orderBuf [8]*upstream
+	tried     tried
+	tries     int
+	last      *upstream
+	lastClass ErrorClass // why the last try failed; ClassNone if it got a response
+	order     []*upstream
+	orderBuf  [8]*upstream
 
 	err      *Error // set by the error handler
 	bodyErr  error  // the upstream's response body failed mid-copy

@@ -247,6 +247,7 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 	st.tries++
 	st.tried.add(u)
 	st.last = u
+	st.lastClass = ClassNone
 	u.inflight.Add(1)
 
 	t := &try{u: u}
@@ -279,6 +280,7 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 		}
 		p.report(st, l, class, 0, elapsed)
 		neverSent := class.isDial() || (!t.wroteHeaders.Load() && body.consumed.Load() == 0)
+		st.lastClass = class
 		e := &Error{Class: class, Upstream: u.name, Addr: u.host, Err: err}
 		return nil, p.retryable(ctx, st, condForClass(class), neverSent, body), e
 	}

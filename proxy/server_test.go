@@ -321,3 +321,69 @@ func TestListenSystemdTakesPassedSocketByName(t *testing.T) {
 		t.Error("Listen(systemd:twice) with two sockets of that name succeeded")
 	}
 }
+
+// TestRefusedThenHealHolds: the only upstream refuses (it just crashed) and
+// the healer starts healing it a moment later, as a D-Bus notice arrives a
+// few milliseconds after the crash. The request is held for the heal and
+// served by the restarted upstream, not answered 502 in that gap.
+func TestRefusedThenHealHolds(t *testing.T) {
+	url := refusedURL(t)
+	h := newFakeHealth()
+	cfg := testConfig(up("a", url))
+	cfg.Healing.HoldTimeout = 5 * time.Second
+	f := newFront(t, cfg, Options{Health: h})
+
+	asked := h.askedSignal()
+	restarted := make(chan *http.Server, 1)
+	go func() {
+		<-asked // the request's try was refused; the healer learns of the crash
+		held := h.heldSignal()
+		h.startHeal("a")
+		ln, err := net.Listen("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Errorf("restart the upstream: %v", err)
+			h.endHeal("a")
+			restarted <- nil
+			return
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "restarted") })}
+		go srv.Serve(ln)
+		<-held // the request saw the heal and waits for it
+		h.endHeal("a")
+		restarted <- srv
+	}()
+	res, body := f.do(t, "POST", "/", strings.NewReader("x"))
+	if srv := <-restarted; srv != nil {
+		defer srv.Close()
+	}
+	if res.StatusCode != 200 || body != "restarted" {
+		t.Errorf("got %d %q (%s), want 200 from the restarted upstream", res.StatusCode, body, res.Header.Get("X-Healgate-Error"))
+	}
+}
+
+// TestRefusedWithoutHealAnswersSoon: nothing listens and no heal starts; the
+// answer is 502 upstream_refused after at most the short grace given to the
+// healer, and at once when the checks already call the upstream down.
+func TestRefusedWithoutHealAnswersSoon(t *testing.T) {
+	h := newFakeHealth()
+	cfg := testConfig(up("a", refusedURL(t)))
+	cfg.Healing.HoldTimeout = 5 * time.Second
+	f := newFront(t, cfg, Options{Health: h})
+	start := time.Now()
+	res, body := f.do(t, "GET", "/", nil)
+	wantError(t, res, body, http.StatusBadGateway, ClassRefused)
+	if d := time.Since(start); d >= cfg.Healing.HoldTimeout {
+		t.Errorf("answered after %v, not before the hold timeout %v", d, cfg.Healing.HoldTimeout)
+	}
+	h.mu.Lock()
+	h.ready["a"] = false
+	h.mu.Unlock()
+	asked := h.askedSignal()
+	res, body = f.do(t, "GET", "/", nil)
+	wantError(t, res, body, http.StatusBadGateway, ClassRefused)
+	select {
+	case <-asked:
+	default:
+		t.Error("the proxy did not look for a heal before answering")
+	}
+}

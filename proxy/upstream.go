@@ -162,6 +162,7 @@ type tried uint64
 
 func (t tried) has(u *upstream) bool { return t&(1<<uint(u.idx)) != 0 }
 func (t *tried) add(u *upstream)     { *t |= 1 << uint(u.idx) }
+func (t *tried) remove(u *upstream)  { *t &^= 1 << uint(u.idx) }
 
 // lease is one try's claim on an upstream: done reports the outcome to the
 // breaker (nil when the route does not feed it).
@@ -187,6 +188,18 @@ func (p *Proxy) pick(ctx context.Context, st *reqState) (lease, error) {
 		return l, nil
 	}
 	if st.tries > 0 {
+		if p.awaitHealStart(ctx, st) {
+			// The upstream that just failed is being healed now: hold for
+			// the heal and try it again (the retry rules allowed another
+			// try).
+			st.tried.remove(st.last)
+			if err := p.holdForHeal(ctx, st); err != nil {
+				return lease{}, err
+			}
+			if l, ok := p.pickUsable(st); ok {
+				return l, nil
+			}
+		}
 		// Later tries never fall back: the caller answers with the last result.
 		return lease{}, &Error{Class: ClassNoUpstream}
 	}
@@ -330,6 +343,56 @@ func (p *Proxy) holdForHeal(ctx context.Context, st *reqState) error {
 		}
 		if p.anyUsable(st) {
 			return nil
+		}
+	}
+}
+
+// healStartGrace bounds how long a request whose last try was refused (the
+// upstream never saw it) waits for the healer to start healing that upstream:
+// right after a crash the connection is refused a few milliseconds before
+// systemd reports the dead unit over D-Bus, and a request should be held for
+// the heal rather than answered 502 in that gap.
+const healStartGrace = 250 * time.Millisecond
+
+// awaitHealStart reports whether a heal of the request's last upstream
+// starts within healStartGrace (bounded by the hold timeout). The caller
+// asks only when another try is allowed (the next-upstream rules said so:
+// the upstream never saw the request, or it may be replayed). It waits only
+// when the last try ended as a dead process does (connection refused or
+// reset, connect timeout) and the health checks still call the upstream
+// ready: the failure is fresh and the healer may not know yet. An upstream
+// the checks already call down, and no heal started for, is given up at
+// once (the healer gave up, or it is not healgate's to heal).
+func (p *Proxy) awaitHealStart(ctx context.Context, st *reqState) bool {
+	u := st.last
+	if u == nil || p.cfg.Healing.HoldTimeout <= 0 {
+		return false
+	}
+	switch st.lastClass {
+	case ClassRefused, ClassReset, ClassConnectTimeout:
+	default:
+		return false
+	}
+	if _, healing := p.health.Healing(u.name); healing {
+		return true
+	}
+	if !p.health.Ready(u.name) {
+		return false
+	}
+	deadline := time.NewTimer(min(healStartGrace, p.cfg.Healing.HoldTimeout))
+	defer deadline.Stop()
+	tick := time.NewTicker(healPoll / 10)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+			if _, healing := p.health.Healing(u.name); healing {
+				return true
+			}
 		}
 	}
 }

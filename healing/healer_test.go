@@ -848,3 +848,25 @@ func TestHealerRestartTimeoutCancelsTheAction(t *testing.T) {
 		return !healerExists("/proc/"+lines[0]) && !healerExists("/proc/"+lines[1])
 	})
 }
+
+// TestHealerDrainsBeforeRestart: with healing.drain on, Document Server is
+// asked to stop taking sessions (PUT /internal/cluster/inactive) before the
+// restart. The restart command itself checks that the drain already reached
+// the emulator, and heals only then.
+func TestHealerDrainsBeforeRestart(t *testing.T) {
+	healerLeakCheck(t)
+	emu, url := healerEmu(t, "ds", dsemu.KindFalse) // readiness fails, liveness passes
+	script := "curl -sS --fail --max-time 5 " + url + "/_dsemu/stats | grep -q 'PUT /internal/cluster/inactive' && " +
+		strings.Join(curlMode(url, dsemu.KindOK), " ")
+	cfg := healerConfig(url, "sh", "-c", script)
+	cfg.Healing.Drain = config.Drain{Enabled: true, Timeout: 5 * time.Second}
+	r := startHealer(t, cfg)
+
+	r.waitEvents(healing.EventHealSucceeded, 1)
+	if n := emu.Stats().Requests["PUT /internal/cluster/inactive"]; n != 1 {
+		t.Errorf("drain requests = %d, want 1", n)
+	}
+	if got := r.heals("exec", "done"); got != 1 {
+		t.Errorf(`healgate_heals_total{action="exec",result="done"} = %v, want 1 (the command found no drain?)`, got)
+	}
+}

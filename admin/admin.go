@@ -11,7 +11,9 @@
 //	                             not perform (action none): Kubernetes' livenessProbe for the
 //	                             Document Server container points here
 //	GET  /metrics                Prometheus exposition of the registry given in Options
-//	GET  /status                 upstreams, breakers, health checks and healing, as JSON
+//	GET  /status                 upstreams, breakers, health checks and healing: an HTML
+//	                             page for a browser (Accept: text/html), else JSON (also
+//	                             with ?format=json)
 //	POST /heal/{target}          restart the target now (bearer token required)
 //	POST /heal/{target}/reset    reset a target that gave up (bearer token required)
 package admin
@@ -149,7 +151,7 @@ type Status struct {
 	Healing *healing.Status `json:"healing,omitempty"`
 }
 
-func (h *Handler) status(w http.ResponseWriter, _ *http.Request) {
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	s := Status{
 		Version:   h.opts.Version,
 		Time:      h.opts.Now().UTC(),
@@ -160,8 +162,14 @@ func (h *Handler) status(w http.ResponseWriter, _ *http.Request) {
 		hs := h.opts.Healer.Status()
 		s.Healing = &hs
 	}
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Add("Vary", "Accept")
+	if r.URL.Query().Get("format") != "json" && wantsHTML(r.Header.Get("Accept")) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = statusPage.Execute(w, s) // a write error means the client left
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(s) // a write error means the client left; nothing to tell it

@@ -368,3 +368,37 @@ func TestHealWithoutHealer(t *testing.T) {
 		t.Errorf("POST /heal without a healer = %d %q, want 404", resp.StatusCode, body)
 	}
 }
+
+// TestStatusHTML: a browser's Accept gets the HTML page with the same facts
+// (escaped); curl's */* and ?format=json get JSON.
+func TestStatusHTML(t *testing.T) {
+	hs := healing.Status{
+		Targets: []healing.TargetStatus{{
+			Name:    "docservice",
+			Action:  "systemd",
+			Units:   []string{"ds-docservice.service"},
+			Machine: healing.MachineStatus{State: healing.StateGaveUp, Reason: "budget <spent>", BudgetRestarts: 3},
+			Events:  []healing.Event{{Time: time.Now(), Kind: healing.EventGaveUp, Reason: "restarted 3 times"}},
+		}},
+	}
+	srv := serve(t, admin.Options{Proxy: &fakeProxy{ready: false, upstreams: testUpstreams}, Healer: &fakeHealer{status: hs}})
+	browser := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	resp, body := do(t, srv, http.MethodGet, "/status", "", "Accept", browser)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("browser got Content-Type %q", ct)
+	}
+	for _, want := range []string{"not ready", testUpstreams[0].Name, "gave-up", "budget &lt;spent&gt;", "gave_up", "restarted 3 times", "ds-docservice.service"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("HTML status lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "budget <spent>") {
+		t.Error("HTML status does not escape the reason")
+	}
+	for _, tc := range []struct{ path, accept string }{{"/status", "*/*"}, {"/status", ""}, {"/status?format=json", browser}} {
+		resp, _ := do(t, srv, http.MethodGet, tc.path, "", "Accept", tc.accept)
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Errorf("GET %s with Accept %q: Content-Type %q, want JSON", tc.path, tc.accept, ct)
+		}
+	}
+}

@@ -10,6 +10,7 @@
 //	healgate check -config FILE        validate a config and print the effective one (like nginx -t)
 //	healgate demo [-duration 60s]      a self-contained tour on emulated Document Servers
 //	healgate polkit-rule -config FILE  print the polkit rule allowing the units FILE heals
+//	healgate reload -pid PID [-config FILE]  validate FILE, then make healgate PID reload (ExecReload=)
 //	healgate version                   print the version
 package main
 
@@ -70,6 +71,7 @@ commands:
   check -config FILE    validate FILE and print the effective config; exit 1 on problems
   demo [-duration 60s]  a self-contained tour on emulated Document Servers
   polkit-rule -config FILE  print the polkit rule allowing the units FILE heals
+  reload -pid PID [-config FILE]  validate FILE, then make healgate PID reload (ExecReload=)
   version               print the version
 
 Run "healgate <command> -h" for a command's flags.
@@ -91,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, args, stdout, stderr)
 	case "polkit-rule":
 		return runPolkitRule(args, stdout, stderr)
+	case "reload":
+		return runReload(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "healgate", version)
 		return nil

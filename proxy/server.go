@@ -17,6 +17,11 @@ import (
 // closed at shutdown, for their handlers to return.
 const upgradeDrainTimeout = 5 * time.Second
 
+// newConnGrace is how long a graceful shutdown waits for a connection
+// accepted before it to send its first request (net/http's Shutdown takes
+// a connection silent for 5 s as idle, and so do we).
+const newConnGrace = 5 * time.Second
+
 // Serve serves the proxy on ln until ctx is done, then shuts down
 // gracefully; see the package-level Serve, which it calls with the proxy as
 // the handler and cfg.Server's settings. It closes idle upstream connections
@@ -32,8 +37,10 @@ func (p *Proxy) CloseIdleConnections() { p.pool.closeIdle() }
 
 // Serve serves h, normally a *Proxy or a handler that delegates to the
 // current one (a reload swaps proxies under one listener), on ln until ctx
-// is done, then shuts down gracefully: it stops accepting, lets in-flight
-// requests finish for at most cfg.ShutdownTimeout, cuts what is left, and
+// is done, then shuts down gracefully: it stops accepting, turns
+// keep-alives off, serves the first request of every connection already
+// accepted (one silent for 5 s is closed), lets in-flight requests finish,
+// all for at most cfg.ShutdownTimeout, cuts what is left, and
 // closes upgraded (WebSocket) connections, which http.Server.Shutdown
 // neither closes nor waits for. It closes ln. It returns nil after a clean
 // stop, an error wrapping context.DeadlineExceeded when requests had to be
@@ -77,11 +84,26 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, cfg config.Serv
 
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// http.Server.Shutdown drops, unanswered, a request it finishes reading
+	// after the shutdown began (conn.serve returns when shuttingDown() right
+	// after readRequest). nginx opens a connection per request and writes
+	// the request at once, so a connection accepted just before the stop
+	// would be closed unanswered: nginx's "upstream prematurely closed
+	// connection", a 502, in every restart under load. So first stop
+	// accepting (with socket activation new connections wait in systemd's
+	// socket), turn keep-alives off (every connection closes after its
+	// response), and let the accepted connections send their first request
+	// and be served; one silent for newConnGrace is left to Shutdown, which
+	// then closes it, as net/http treats it: idle.
+	srv.SetKeepAlivesEnabled(false)
+	_ = ln.Close()
+	serr := <-errc // Serve returns once Accept fails on the closed listener
+	ct.waitFresh(sctx, newConnGrace)
 	err := srv.Shutdown(sctx)
 	if err != nil {
 		_ = srv.Close()
 	}
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+	if !errors.Is(serr, net.ErrClosed) && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
 	if n := ct.closeAll(); n > 0 {
@@ -114,22 +136,56 @@ func connInfoFrom(ctx context.Context) *connInfo {
 type connTracker struct {
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
+	fresh    map[net.Conn]time.Time // StateNew conns: when they were accepted
 	closed   bool
 	handlers int
 	idle     chan struct{} // closed when handlers drops to zero
 }
 
 func newConnTracker() *connTracker {
-	return &connTracker{conns: make(map[net.Conn]struct{})}
+	return &connTracker{conns: make(map[net.Conn]struct{}), fresh: make(map[net.Conn]time.Time)}
 }
 
-// connState is the http.Server's ConnState hook: it records hijacked conns.
+// waitFresh waits until every connection still waiting for its first
+// request has waited grace, or ctx ends. It polls, as http.Server.Shutdown
+// does: connections in StateNew usually leave it within microseconds.
+func (t *connTracker) waitFresh(ctx context.Context, grace time.Duration) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		t.mu.Lock()
+		waiting := false
+		for _, at := range t.fresh {
+			if time.Since(at) < grace {
+				waiting = true
+				break
+			}
+		}
+		t.mu.Unlock()
+		if !waiting {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// connState is the http.Server's ConnState hook: it records hijacked conns,
+// and the accepted ones that have not sent their first request yet.
 func (t *connTracker) connState(c net.Conn, s http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s == http.StateNew {
+		t.fresh[c] = time.Now()
+		return
+	}
+	delete(t.fresh, c)
 	if s != http.StateHijacked {
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed {
 		_ = c.Close()
 		return

@@ -51,7 +51,9 @@ func TestShutdownServesAcceptedConnection(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, ln, h, config.Server{ShutdownTimeout: 10 * time.Second, HeaderTimeout: 10 * time.Second}, nil) }()
+	go func() {
+		served <- Serve(ctx, ln, h, config.Server{ShutdownTimeout: 10 * time.Second, HeaderTimeout: 10 * time.Second}, nil)
+	}()
 
 	c, err := net.Dial("tcp", inner.Addr().String())
 	if err != nil {

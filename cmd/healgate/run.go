@@ -193,11 +193,18 @@ func reloadConfig(bg context.Context, cur *current, opts serveOptions, log *slog
 	}
 	opts.notify.reloading()
 	old := cur.load()
-	defer func() { opts.notify.ready(statusLine(cur.load())) }()
+	var failed error
+	defer func() {
+		status := statusLine(cur.load())
+		if failed != nil {
+			status = "reload refused (" + firstLine(failed.Error()) + "), running on the previous config; " + status
+		}
+		opts.notify.ready(status)
+	}()
 	cfg, err := opts.load()
 	if err != nil {
+		failed = err
 		log.Error("reload: the new config is invalid; still running on the previous one", "err", err)
-		opts.notify.status("reload failed, running on the previous config: " + firstLine(err.Error()))
 		return
 	}
 	for _, k := range restartOnly(old.cfg, cfg) {
@@ -206,6 +213,7 @@ func reloadConfig(bg context.Context, cur *current, opts serveOptions, log *slog
 	keepRestartOnly(old.cfg, cfg)
 	gen, err := newGeneration(cfg, log, cur, base)
 	if err != nil {
+		failed = err
 		log.Error("reload: cannot apply the new config; still running on the previous one", "err", err)
 		return
 	}

@@ -9,6 +9,8 @@
 //	healgate run -config FILE          run the proxy and the healer (plain "healgate -config FILE" too)
 //	healgate check -config FILE        validate a config and print the effective one (like nginx -t)
 //	healgate demo [-duration 60s]      a self-contained tour on emulated Document Servers
+//	healgate reload -pid PID [-config FILE]  validate FILE, then tell a running healgate to reload
+//	                                   (healgate.service's ExecReload=)
 //	healgate polkit-rule -config FILE  print the polkit rule allowing the units FILE heals
 //	healgate reload -pid PID [-config FILE]  validate FILE, then make healgate PID reload (ExecReload=)
 //	healgate version                   print the version

@@ -730,7 +730,9 @@ func TestHealerPassiveDialErrors(t *testing.T) {
 	healerLeakCheck(t)
 	emu, url := healerEmu(t, "ds", dsemu.KindOK)
 	marker := healerMarker(t)
-	cfg := healerConfig(url, "touch", marker)
+	// The command fails after leaving its mark: a successful restart would
+	// be followed by a probe at once, which this test must not see.
+	cfg := healerConfig(url, "sh", "-c", "touch "+marker+"; exit 1")
 	cfg.Health.Interval = time.Hour // no probe round after the first: traffic alone must act
 	r := startHealer(t, cfg)
 	r.waitFirstRound()

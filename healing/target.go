@@ -207,6 +207,12 @@ func (t *target) run(ctx context.Context) {
 			t.stopAction = nil
 			if !abandoned {
 				t.finished(r)
+				if r.err == nil {
+					// Look at once rather than at the next tick: the
+					// sooner the restarted upstream passes, the sooner
+					// held requests go to it.
+					t.probe(ctx)
+				}
 				break
 			}
 			abandoned = false
@@ -244,6 +250,12 @@ func (t *target) probe(ctx context.Context) {
 	}
 	if t.mon.readyProbe != nil {
 		t.machine.RecordReadiness(now, ready.OK)
+	}
+	if live.OK && ready.OK && t.machine.State() == StateVerifying {
+		// The restarted upstream answers: release the requests held for
+		// the heal now, rather than after rise passes; verification goes
+		// on, and a relapse is healed again.
+		t.endHeal()
 	}
 	for i, d := range t.deps {
 		changed := t.machine.RecordDependency(now, d.name, deps[i].OK)

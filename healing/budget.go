@@ -105,3 +105,23 @@ func (b *Budget) ringAllows(now time.Time) bool {
 	}
 	return now.Sub(b.ring[b.next]) >= b.window
 }
+
+// Spent returns the times of the restarts the budget recorded, oldest
+// first (at most Restarts of them).
+func (b *Budget) Spent() []time.Time {
+	out := make([]time.Time, 0, b.count)
+	for i := range b.count {
+		out = append(out, b.ring[(b.next-b.count+i+b.n)%b.n])
+	}
+	return out
+}
+
+// Replay spends the budget for past restarts, oldest first, as if Allow had
+// granted them then: a budget rebuilt from a reloaded config keeps counting
+// what was already spent. Restarts the new budget would not have granted are
+// dropped.
+func (b *Budget) Replay(times []time.Time) {
+	for _, t := range times {
+		b.Allow(t)
+	}
+}

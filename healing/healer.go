@@ -383,3 +383,36 @@ func (r *eventRing) list() []Event {
 	}
 	return append(slices.Clone(r.buf[r.next:]), r.buf[:r.next]...)
 }
+
+// Inherit carries into h, built from a reloaded config, what old learned:
+// each upstream's health-check statuses (for an upstream of the same name
+// and URL), and for a healing target of the same name its state machine's
+// budget, backoff, statuses and outage state (Machine.Inherit), its recent
+// events and a restart due. So a reload neither sends traffic back to an
+// upstream known to be down nor refills the restart budget of one that gave
+// up. Call it after old's Run has returned and before h's Run starts.
+func (h *Healer) Inherit(old *Healer) {
+	now := time.Now()
+	for _, m := range h.monitors {
+		if om := old.byName[m.name]; om != nil && om.baseURL == m.baseURL {
+			m.inherit(om)
+		}
+	}
+	t, ot := h.target, old.target
+	if t.name != ot.name {
+		return
+	}
+	t.machine.Inherit(ot.machine, now)
+	for _, e := range ot.events.list() {
+		t.events.add(e)
+	}
+	t.restartDue.Store(ot.restartDue.Load())
+	for u, st := range ot.units {
+		t.units[u] = st
+	}
+	for k, v := range ot.depLast {
+		t.depLast[k] = v
+	}
+	h.metrics.setState(t.name, t.machine.State())
+	t.publish(now)
+}

@@ -128,3 +128,25 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
+
+// inherit takes old's statuses: the upstream keeps its standing across a
+// reload instead of starting up (ready) again.
+func (m *monitor) inherit(old *monitor) {
+	old.mu.Lock()
+	liveUp, readyUp := old.liveH.Up(), old.readyH.Up()
+	liveLast, readyLast := old.liveLast, old.readyLast
+	old.mu.Unlock()
+	m.mu.Lock()
+	m.liveH.Set(liveUp)
+	m.readyH.Set(readyUp)
+	if liveLast.Target == m.liveLast.Target {
+		m.liveLast = liveLast
+	}
+	if readyLast.Target == m.readyLast.Target {
+		m.readyLast = readyLast
+	}
+	up := m.liveH.Up() && m.readyH.Up()
+	m.mu.Unlock()
+	m.ready.Store(up)
+	m.metrics.upstreamUp.WithLabelValues(m.name).Set(b2f(up))
+}

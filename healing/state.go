@@ -781,3 +781,41 @@ func (d Decision) what() string {
 	}
 	return "restart of " + strings.Join(d.Units, ", ")
 }
+
+// Inherit carries what old knew into m, a Machine built for the same
+// target from a reloaded config, so that a reload neither refills the
+// restart budget nor forgets an outage: the restarts spent (replayed into
+// m's budget), the backoff's attempts, the liveness, readiness and
+// dependency statuses, the units as last seen, the start period in force,
+// and a backoff or gave-up state with its reason and deadline. A restart
+// that was in flight or being verified in old was cut short by the reload:
+// m starts suspect and decides again. old must no longer be in use.
+func (m *Machine) Inherit(old *Machine, now time.Time) {
+	m.budget.Replay(old.budget.Spent())
+	m.backoff.attempt = old.backoff.attempt
+	m.live.Set(old.live.Up())
+	m.ready.Set(old.ready.Up())
+	for i := range m.deps {
+		if j := old.dep(m.deps[i].name); j >= 0 {
+			od := old.deps[j]
+			m.deps[i].h.Set(od.h.Up())
+			m.deps[i].lastOK, m.deps[i].alerted = od.lastOK, od.alerted
+		}
+	}
+	for u, obs := range old.unitState {
+		if slices.Contains(m.units, u) {
+			m.unitState[u] = obs
+		}
+	}
+	m.graceUntil, m.graceDep = old.graceUntil, old.graceDep
+	switch old.state {
+	case StateHealing, StateVerifying:
+		m.state, m.since = StateSuspect, now
+		m.reason = "a reload cut short the " + old.inflight.what() + "; deciding again"
+	case StateBackoff:
+		m.state, m.since, m.reason, m.deadline = old.state, old.since, old.reason, old.deadline
+		m.forced = old.forced
+	default:
+		m.state, m.since, m.reason = old.state, old.since, old.reason
+	}
+}

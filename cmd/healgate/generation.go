@@ -89,11 +89,16 @@ func (g *generation) start(ctx context.Context) {
 // proxy's idle upstream connections. Requests still in flight on this
 // generation's proxy finish on their own.
 func (g *generation) stop() {
+	g.stopLoops()
+	g.proxy.CloseIdleConnections()
+}
+
+// stopLoops ends the background loops and waits for them.
+func (g *generation) stopLoops() {
 	if g.cancel != nil {
 		g.cancel()
 	}
 	g.wg.Wait()
-	g.proxy.CloseIdleConnections()
 }
 
 // current holds the generation in service.

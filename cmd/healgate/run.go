@@ -183,9 +183,11 @@ func listen(ctx context.Context, cfg *config.Config) (*listeners, error) {
 }
 
 // reloadConfig loads the config again and, if it is valid, builds a new
-// generation, starts it, swaps it in, and stops the old one: requests in
-// flight finish on the old proxy, new ones go to the new. An invalid config
-// keeps the old generation and says why. Changes to listen, admin.listen
+// generation, stops the old one's healer and hands its knowledge to the new
+// one (Healer.Inherit), starts the new generation and swaps it in: requests
+// in flight finish on the old proxy, new ones go to the new. Circuit
+// breakers and metrics start afresh (a counter reset, to Prometheus). An
+// invalid config keeps the old generation and says why. Changes to listen, admin.listen
 // and server need a restart and are not applied (a warning says so).
 func reloadConfig(bg context.Context, cur *current, opts serveOptions, log *slog.Logger, base *prometheus.Registry) {
 	if opts.load == nil {
@@ -217,6 +219,11 @@ func reloadConfig(bg context.Context, cur *current, opts serveOptions, log *slog
 		log.Error("reload: cannot apply the new config; still running on the previous one", "err", err)
 		return
 	}
+	// The old healer stops first and hands what it knows to the new one:
+	// which upstreams are down, the restart budget spent, a gave-up state.
+	// Until the swap, the old proxy serves on the old healer's last word.
+	old.stopLoops()
+	gen.healer.Inherit(old.healer)
 	gen.start(bg)
 	cur.store(gen)
 	old.stop()

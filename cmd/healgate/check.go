@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/healgate/healgate/config"
@@ -46,6 +47,16 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if err := cfg.WriteYAML(stdout); err != nil {
 		return fmt.Errorf("print config: %w", err)
 	}
+	for _, w := range config.Warnings(cfg) {
+		fmt.Fprintf(stderr, "%s: warning: %s: %s\n", *path, w.Path, w.Msg)
+	}
 	fmt.Fprintf(stderr, "healgate: the configuration file %s syntax is ok\n", *path)
 	return nil
+}
+
+// logWarnings logs the risky settings of cfg (config.Warnings).
+func logWarnings(log *slog.Logger, cfg *config.Config) {
+	for _, w := range config.Warnings(cfg) {
+		log.Warn("config: "+w.Msg, "key", w.Path)
+	}
 }

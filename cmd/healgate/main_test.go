@@ -100,3 +100,19 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckWarnsAboutRiskySettings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "risky.yaml")
+	if err := os.WriteFile(path, []byte("listen: 0.0.0.0:8080\nupstreams: [{name: ds, url: \"http://localhost:8000\"}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"check", "-config", path}, &stdout, &stderr); err != nil {
+		t.Fatalf("check: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{path + ": warning: listen: ", path + ": warning: upstreams[0].url: "} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}

@@ -38,6 +38,7 @@ func runProxy(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return &exitError{code: 1}
 	}
 	log := newLogger(cfg.Log, stderr, os.Getenv)
+	logWarnings(log, cfg)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -209,6 +210,7 @@ func reloadConfig(bg context.Context, cur *current, opts serveOptions, log *slog
 		log.Error("reload: the new config is invalid; still running on the previous one", "err", err)
 		return
 	}
+	logWarnings(log, cfg)
 	for _, k := range restartOnly(old.cfg, cfg) {
 		log.Warn("reload: this setting needs a restart; keeping the running value", "key", k)
 	}

@@ -32,7 +32,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // CloseIdleConnections closes the idle keep-alive connections to every
-// upstream. A Proxy replaced by a reload calls it once its requests are done.
+// upstream. healgate calls it on a Proxy replaced by a reload; connections
+// busy at that moment close once idle for timeouts.idle.
 func (p *Proxy) CloseIdleConnections() { p.pool.closeIdle() }
 
 // Serve serves h, normally a *Proxy or a handler that delegates to the

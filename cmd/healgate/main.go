@@ -83,8 +83,13 @@ Run "healgate <command> -h" for a command's flags.
 // its error. It calls os.Exit nowhere, so tests can drive it.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "run"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	switch {
+	case len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-':
 		cmd, args = args[0], args[1:]
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		// No command named: "healgate -h" asks for the commands.
+		fmt.Fprint(stdout, usage)
+		return nil
 	}
 	switch cmd {
 	case "run":

@@ -116,3 +116,15 @@ func TestCheckWarnsAboutRiskySettings(t *testing.T) {
 		}
 	}
 }
+
+func TestHelpListsCommands(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"run -config FILE", "check -config FILE", "demo", "reload", "polkit-rule"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("healgate -h lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -43,8 +43,9 @@ type reqBody struct {
 	buf *sharedBuf // buffered, and the prefix already read of a streamed body
 
 	// streamed
-	src      io.Reader    // prefix + rest of the client's body
-	consumed atomic.Int64 // bytes handed to a transport
+	src       io.Reader                 // prefix + rest of the client's body
+	consumed  atomic.Int64              // bytes handed to a transport
+	clientErr atomic.Pointer[bodyError] // the first error reading src
 }
 
 type bodyKind uint8
@@ -77,7 +78,7 @@ func (s *sharedBuf) release() {
 // prepareBody decides how the request's body is handled. A body whose size is
 // known and at most MaxReplayBody, or a chunked one that ends within
 // MaxReplayBody+1 bytes, is buffered; anything else, and every upgrade
-// request, streams. A read error from the client is returned as is.
+// request, streams. A read error from the client is returned as a *bodyError.
 func (p *Proxy) prepareBody(out *http.Request, upgrade bool) (*reqBody, error) {
 	if out.Body == nil || out.Body == http.NoBody {
 		return &reqBody{kind: bodyNone}, nil
@@ -91,11 +92,11 @@ func (p *Proxy) prepareBody(out *http.Request, upgrade bool) (*reqBody, error) {
 	n, err := sb.b.ReadFrom(io.LimitReader(out.Body, max+1))
 	if err != nil {
 		sb.release()
-		return nil, err
+		return nil, &bodyError{err}
 	}
 	if out.ContentLength >= 0 && n != out.ContentLength {
 		sb.release()
-		return nil, io.ErrUnexpectedEOF
+		return nil, &bodyError{io.ErrUnexpectedEOF}
 	}
 	if n <= max {
 		return &reqBody{kind: bodyBuffered, length: n, buf: sb}, nil
@@ -113,6 +114,11 @@ func (b *reqBody) release() {
 		b.buf.release()
 	}
 }
+
+// readErr returns the error with which the client's streamed body broke off,
+// nil while it did not. The transport reads the body on its own goroutine;
+// the error is recorded before the transport sees it.
+func (b *reqBody) readErr() *bodyError { return b.clientErr.Load() }
 
 // replayable reports whether another try can send the whole body again.
 func (b *reqBody) replayable() bool {
@@ -182,6 +188,9 @@ func (r *streamReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.b.consumed.Add(int64(n))
 		r.tt.touch()
+	}
+	if err != nil && err != io.EOF {
+		r.b.clientErr.CompareAndSwap(nil, &bodyError{err})
 	}
 	return n, err
 }

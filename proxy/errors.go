@@ -47,10 +47,18 @@ const (
 	// ClassHealing: every usable candidate is being healed and the heal did
 	// not end within Healing.HoldTimeout. 503 + Retry-After.
 	ClassHealing ErrorClass = "healing"
-	// ClassClientCanceled: the client went away. No response is written;
-	// logs and metrics record status 499 (nginx's convention). Never counted
-	// as an upstream failure.
+	// ClassClientCanceled: the client went away. No response is written
+	// (the connection is dropped); logs and metrics record status 499
+	// (nginx's convention). Never counted as an upstream failure.
 	ClassClientCanceled ErrorClass = "client_canceled"
+	// ClassBadRequest: the client's request body broke off or was malformed
+	// (malformed chunked encoding) while the client was still there to read
+	// an answer. 400, and the connection is closed. It is the client's
+	// fault: never retried, never fed to a breaker, the Observer or
+	// healgate_upstream_errors_total. A body cut short by the client's FIN
+	// is ClassClientCanceled instead: net/http cancels the request's context
+	// on that very EOF, so such a client counts as gone.
+	ClassBadRequest ErrorClass = "bad_request"
 )
 
 // StatusClientClosed is the status logged and counted for ClassClientCanceled
@@ -59,12 +67,14 @@ const StatusClientClosed = 499
 
 // Status returns the HTTP status answered for the class: 502 for refused,
 // reset, dns, tls and bad_response; 504 for the timeouts; 503 for
-// breaker_open, no_upstream and healing; 499 for client_canceled; 200 for
-// ClassNone.
+// breaker_open, no_upstream and healing; 400 for bad_request; 499 for
+// client_canceled; 200 for ClassNone.
 func (c ErrorClass) Status() int {
 	switch c {
 	case ClassNone:
 		return http.StatusOK
+	case ClassBadRequest:
+		return http.StatusBadRequest
 	case ClassConnectTimeout, ClassUpstreamTimeout:
 		return http.StatusGatewayTimeout
 	case ClassBreakerOpen, ClassNoUpstream, ClassHealing:
@@ -81,21 +91,27 @@ func (c ErrorClass) isDial() bool {
 	return c == ClassRefused || c == ClassConnectTimeout || c == ClassDNS
 }
 
+// clientFault reports whether the class is the client's doing (it went away,
+// or its request body broke off), so that it says nothing about the upstream.
+func (c ErrorClass) clientFault() bool {
+	return c == ClassClientCanceled || c == ClassBadRequest
+}
+
 // Error is the error a proxied request failed with, as handed to the
 // ReverseProxy's ErrorHandler and written to the client.
 type Error struct {
 	// Class is why the request failed.
 	Class ErrorClass
 	// Upstream is the name of the upstream of the last try, "" when no
-	// upstream was tried.
+	// upstream was tried or the failure was the client's (bad_request).
 	Upstream string
 	// Addr is that upstream's host:port, "" when no upstream was tried.
 	Addr string
 	// RetryAfter is the wait suggested to the client with a 503 (at least
 	// one second when sent); zero otherwise.
 	RetryAfter time.Duration
-	// Err is the underlying error (a net.OpError, a timeout cause…); nil for
-	// breaker_open, no_upstream and healing.
+	// Err is the underlying error (a net.OpError, a timeout cause, a
+	// *BodyError…); nil for breaker_open, no_upstream and healing.
 	Err error
 }
 
@@ -104,6 +120,8 @@ type Error struct {
 func (e *Error) Error() string {
 	var reason string
 	switch {
+	case e.Class == ClassBadRequest && e.Err != nil:
+		reason = e.Err.Error()
 	case e.Err != nil && e.Class != ClassHealing:
 		reason = rootReason(e.Err)
 	case e.Class == ClassBreakerOpen:
@@ -130,6 +148,24 @@ func (e *Error) Error() string {
 
 // Unwrap returns Err.
 func (e *Error) Unwrap() error { return e.Err }
+
+// bodyError is a failure to read the client's request body: it broke off
+// (io.ErrUnexpectedEOF, a connection error) or was malformed (net/http's
+// chunked decoding errors). It is the Err of a bad_request or client_canceled
+// *Error whose cause was the client's body.
+type bodyError struct{ err error }
+
+// Error returns "request body broke off: unexpected EOF" or, for a body that
+// arrived but was not valid HTTP, "malformed request body: " and the reason.
+func (e *bodyError) Error() string {
+	var ne net.Error
+	if errors.Is(e.err, io.ErrUnexpectedEOF) || errors.As(e.err, &ne) {
+		return "request body broke off: " + rootReason(e.err)
+	}
+	return "malformed request body: " + e.err.Error()
+}
+
+func (e *bodyError) Unwrap() error { return e.err }
 
 // rootReason returns the most telling message of err: a system error's own
 // text ("connection refused") rather than the full chain of operations.
@@ -244,8 +280,9 @@ func retryAfterSeconds(d time.Duration) string {
 
 // writeError answers a failed request: a short text/plain body naming the
 // status, class, reason and request ID, with X-Healgate-Error and X-Request-ID
-// headers (and Retry-After on a 503). For ClassClientCanceled it writes
-// nothing: nobody is listening.
+// headers (and Retry-After on a 503; Connection: close on a 400, whose request
+// body was not read to its end). For ClassClientCanceled it writes nothing:
+// nobody is listening, and the caller aborts the response.
 func writeError(w http.ResponseWriter, e *Error, requestID string) {
 	if e.Class == ClassClientCanceled {
 		return
@@ -258,8 +295,11 @@ func writeError(w http.ResponseWriter, e *Error, requestID string) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set(headerError, string(e.Class))
 	h.Set(headerRequestID, requestID)
-	if status == http.StatusServiceUnavailable {
+	switch status {
+	case http.StatusServiceUnavailable:
 		h.Set("Retry-After", retryAfterSeconds(e.RetryAfter))
+	case http.StatusBadRequest:
+		h.Set("Connection", "close")
 	}
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "%d %s: %s (%s); request %s\n", status, http.StatusText(status), e.Class, e.Error(), requestID)

@@ -30,9 +30,20 @@
 //     (conversions, WebSockets) never take a half-open slot and never feed the
 //     breaker or the Observer, but they do skip an upstream whose breaker is
 //     open: it is down for them too.
+//   - Outcomes: each try is reported once to its breaker, the Observer and
+//     healgate_upstream_errors_total, when its outcome is known. A failed
+//     try, an upgrade (101) and a response the next try may replace are
+//     judged at once; any other response when its body ends: at EOF (or a
+//     Close) by its status, on a read error from the upstream (a reset, the
+//     read timeout) as a failure of that class, so that headers followed by
+//     a reset mid-body count against the upstream. A half-open breaker's
+//     probe thus lasts until its body ends. The client's faults (it went
+//     away, its body broke off) count neither way.
 //   - Errors (errors.go) are classified by type and answered 502, 504 or 503
-//     with a short text body and X-Healgate-Error; a client that went away is
-//     logged as 499 and gets nothing.
+//     with a short text body and X-Healgate-Error. A client whose request
+//     body broke off or was malformed while it was still there gets 400
+//     bad_request; a client that went away gets nothing (the connection is
+//     dropped, never a "200 OK") and is logged and counted as 499.
 //
 // Proxy.Serve runs the hardened http.Server (server.go), and Listen opens
 // TCP, unix and systemd-activated listeners (listen.go).
@@ -214,7 +225,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	return nil
 }
 
-// handleError is the ReverseProxy's ErrorHandler.
+// handleError is the ReverseProxy's ErrorHandler: it answers the error
+// (writeError), or, when the client went away, aborts the response with
+// http.ErrAbortHandler so that net/http sends nothing at all.
 func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateFrom(r.Context())
 	var e *Error
@@ -229,6 +242,12 @@ func (p *Proxy) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	if st != nil {
 		st.err = e
 		id = st.id
+	}
+	if e.Class == ClassClientCanceled {
+		// Nobody is there to read an answer. Returning without one would
+		// let net/http send "200 OK"; abort the response instead (finish
+		// counts it as 499).
+		panic(http.ErrAbortHandler)
 	}
 	writeError(w, e, id)
 }
@@ -270,12 +289,12 @@ func (p *Proxy) finish(st *reqState, r *http.Request) {
 }
 
 // logRequest writes the request's one log line: warn when it failed, info
-// when the client went away, debug otherwise.
+// when the client went away or its body broke off, debug otherwise.
 func (p *Proxy) logRequest(r *http.Request, st *reqState, class ErrorClass, status int, d time.Duration) {
 	level := slog.LevelDebug
 	switch class {
 	case ClassNone:
-	case ClassClientCanceled:
+	case ClassClientCanceled, ClassBadRequest:
 		level = slog.LevelInfo
 	default:
 		level = slog.LevelWarn

@@ -123,8 +123,7 @@ func (t retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 	body, err := p.prepareBody(out, st.upgrade)
 	if err != nil {
-		// The client's body broke off; nobody is left to answer.
-		return nil, &Error{Class: ClassClientCanceled, Err: err}
+		return nil, bodyFailure(ctx, err)
 	}
 	defer body.release()
 	var (
@@ -207,6 +206,17 @@ func (p *Proxy) retryable(ctx context.Context, st *reqState, cond nextCond, neve
 	return body.kind != bodyStreamed
 }
 
+// bodyFailure is the answer to a request whose client's body could not be
+// read (err is a *bodyError): bad_request while the client is there to read
+// it, client_canceled when it is gone. Neither is the upstream's fault.
+func bodyFailure(ctx context.Context, err error) *Error {
+	class := ClassBadRequest
+	if ctx.Err() != nil {
+		class = ClassClientCanceled
+	}
+	return &Error{Class: class, Err: err}
+}
+
 // discard drains a little of a response that is replaced by a retry (so its
 // connection may be reused) and closes it.
 func discard(res *http.Response) {
@@ -214,16 +224,27 @@ func discard(res *http.Response) {
 	_ = res.Body.Close()
 }
 
-// try is one attempt of one request on one upstream.
+// try is one attempt of one request on one upstream. Its outcome is
+// reported once (settle): at its error, at its response headers for an
+// upgrade or a response the next try may replace, else when the response
+// body ends.
 type try struct {
+	p      *Proxy
+	st     *reqState
+	l      lease
 	u      *upstream
 	tt     tryTimer
-	ctx    context.Context
+	client context.Context // the request's context: done when the client went away
+	ctx    context.Context // the try's context, under the try's timer
 	cancel context.CancelCauseFunc
 	trace  httptrace.ClientTrace
 	url    url.URL
+	body   timedBody // the response body, when one arrived
+	begin  time.Time
+	status int // the upstream's response status, 0 before one arrived
 
 	wroteHeaders atomic.Bool
+	settled      atomic.Bool
 }
 
 func (t *try) gotConn(httptrace.GotConnInfo) { t.tt.enter(phaseSend) }
@@ -239,6 +260,14 @@ func (t *try) end() {
 	t.u.inflight.Add(-1)
 }
 
+// settle reports the try's outcome, the first time it is called: the
+// breaker's done is called exactly once per try.
+func (t *try) settle(class ErrorClass, d time.Duration) {
+	if t.settled.CompareAndSwap(false, true) {
+		t.p.report(t.st, t.l, class, t.status, d)
+	}
+}
+
 // try runs one try on l.u and reports its outcome (breaker, observer,
 // metrics). It returns the response or an *Error, and whether the request may
 // go to the next upstream.
@@ -250,7 +279,7 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 	st.lastClass = ClassNone
 	u.inflight.Add(1)
 
-	t := &try{u: u}
+	t := &try{p: p, st: st, l: l, u: u, client: ctx}
 	t.ctx, t.cancel = context.WithCancelCause(ctx)
 	t.tt.start(st.route, t.cancel)
 	t.trace = httptrace.ClientTrace{GotConn: t.gotConn, WroteHeaders: t.wroteHeadersHook, WroteRequest: t.wroteRequest}
@@ -264,30 +293,47 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 		req.TransferEncoding = nil // sent with a Content-Length
 	}
 
-	begin := time.Now()
+	t.begin = time.Now()
 	res, err := u.transport.RoundTrip(req)
-	elapsed := time.Since(begin)
+	elapsed := time.Since(t.begin)
 	if err != nil {
 		cause := context.Cause(t.ctx)
 		t.end()
-		class := ClassClientCanceled
-		if ctx.Err() == nil {
+		var (
+			class = ClassClientCanceled
+			berr  = body.readErr()
+		)
+		switch {
+		case ctx.Err() != nil:
+			if berr != nil {
+				err = berr
+			}
+		case berr != nil:
+			// The client's body broke off: the transport's error is its
+			// consequence, not the upstream's doing.
+			class, err = ClassBadRequest, berr
+		default:
 			class = classify(err, cause)
 		}
 		var te *timeoutError
 		if errors.As(cause, &te) {
 			err = te
 		}
-		p.report(st, l, class, 0, elapsed)
-		neverSent := class.isDial() || (!t.wroteHeaders.Load() && body.consumed.Load() == 0)
+		t.settle(class, elapsed)
 		st.lastClass = class
+		if class == ClassBadRequest {
+			return nil, false, &Error{Class: class, Err: err}
+		}
+		neverSent := class.isDial() || (!t.wroteHeaders.Load() && body.consumed.Load() == 0)
 		e := &Error{Class: class, Upstream: u.name, Addr: u.host, Err: err}
 		return nil, p.retryable(ctx, st, condForClass(class), neverSent, body), e
 	}
-	p.report(st, l, ClassNone, res.StatusCode, elapsed)
+	t.status = res.StatusCode
 
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		// Never retried. The try's context stays alive with the connection.
+		// Never retried; judged by its 101. The try's context stays alive
+		// with the connection.
+		t.settle(ClassNone, elapsed)
 		t.tt.stop()
 		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
 			res.Body = newUpgradeConn(rwc, st.route.timeouts.Read, func() {
@@ -300,19 +346,31 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 		return res, false, nil
 	}
 
+	again := p.retryable(ctx, st, condForStatus(res.StatusCode), false, body)
+	if again {
+		// The next try may replace this response: its status is all that
+		// counts, and the breaker should know it before the next pick.
+		t.settle(ClassNone, elapsed)
+	}
 	t.tt.enter(phaseRead)
-	res.Body = &timedBody{rc: res.Body, t: t, st: st}
-	return res, p.retryable(ctx, st, condForStatus(res.StatusCode), false, body), nil
+	t.body = timedBody{rc: res.Body, t: t, head: elapsed}
+	res.Body = &t.body
+	return res, again, nil
 }
 
 // report feeds a try's outcome to the upstream's breaker (when the route
 // took a slot), the Observer (on routes that feed it) and the error metrics.
+// The client's faults (it went away, its body broke off) are excluded from
+// the breaker's counts and reach neither the metric nor the Observer.
 func (p *Proxy) report(st *reqState, l lease, class ErrorClass, status int, d time.Duration) {
+	if class.clientFault() {
+		if l.done != nil {
+			l.done(errExcluded)
+		}
+		return
+	}
 	if l.done != nil {
 		l.done(breakerOutcome(class, status))
-	}
-	if class == ClassClientCanceled {
-		return
 	}
 	if class != ClassNone {
 		p.metrics.upstreamErrors.WithLabelValues(l.u.name, string(class)).Inc()
@@ -323,11 +381,14 @@ func (p *Proxy) report(st *reqState, l lease, class ErrorClass, status int, d ti
 }
 
 // timedBody is a response body under the route's read timeout: each read
-// restarts the try's timer. Close ends the try.
+// restarts the try's timer. Its end settles the try (unless the response was
+// judged at its headers): EOF, or Close while the client is there, by the
+// response's status; a read error from the upstream as a failure of its
+// class; a client that went away neither way. Close ends the try.
 type timedBody struct {
 	rc     io.ReadCloser
 	t      *try
-	st     *reqState
+	head   time.Duration // from the start of the try to the response headers
 	closed atomic.Bool
 }
 
@@ -336,12 +397,22 @@ func (b *timedBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.t.tt.touch()
 	}
-	if err != nil && err != io.EOF {
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		b.t.settle(ClassNone, b.head)
+	default:
+		cause := context.Cause(b.t.ctx)
 		var te *timeoutError
-		if cause := context.Cause(b.t.ctx); errors.As(cause, &te) {
+		if errors.As(cause, &te) {
 			err = te
 		}
-		b.st.bodyErr = err
+		b.t.st.bodyErr = err
+		class := ClassClientCanceled
+		if b.t.client.Err() == nil {
+			class = classify(err, cause)
+		}
+		b.t.settle(class, time.Since(b.t.begin))
 	}
 	return n, err
 }
@@ -351,6 +422,11 @@ func (b *timedBody) Close() error {
 		return nil
 	}
 	err := b.rc.Close()
+	class := ClassNone
+	if b.t.client.Err() != nil {
+		class = ClassClientCanceled
+	}
+	b.t.settle(class, b.head)
 	b.t.end()
 	return err
 }

@@ -74,7 +74,8 @@ func breakerOutcome(class ErrorClass, status int) error {
 			return errBreakerFailure
 		}
 		return nil
-	case ClassClientCanceled:
+	case ClassClientCanceled, ClassBadRequest:
+		// The client's fault, not the upstream's.
 		return errExcluded
 	default:
 		return errBreakerFailure

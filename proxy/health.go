@@ -19,8 +19,11 @@ type Health interface {
 }
 
 // Observer receives the passive result of every try on routes whose breaker
-// is enabled (Route.BreakerEnabled), such as the healer's outlier detection.
-// Observe is called on the request's goroutine and must not block.
+// is enabled (Route.BreakerEnabled), such as the healer's outlier detection:
+// a failed try when it fails, and a response when its body ends (a read
+// error from the upstream then arrives with its class), or at its headers
+// when the next try may replace it. Observe is called on the request's
+// goroutine and must not block.
 type Observer interface {
 	Observe(o Outcome)
 }

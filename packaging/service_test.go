@@ -4,21 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/healgate/healgate/internal/dsemu"
+	"github.com/healgate/healgate/internal/testnginx"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -503,91 +498,6 @@ func TestReloadInvalidConfigKeepsRunning(t *testing.T) {
 	l.report(t, 100)
 }
 
-// nginxFront is Debian's nginx on the host, configured like Document
-// Server's ds.conf (test/e2e/nginx/ds.conf.tmpl: HTTP/1.0 and
-// "Connection: close" to the upstream) with "upstream docservice" at
-// healgate.
-type nginxFront struct {
-	addr string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startNginx starts nginx on a free port until the test ends (SIGQUIT,
-// a graceful stop, then SIGKILL if it lingers), and waits until it accepts.
-func startNginx(t *testing.T, upstream string) *nginxFront {
-	t.Helper()
-	nginx := lookTool(t, "nginx", "nginx")
-	tmpl, err := template.New("ds.conf").Option("missingkey=error").Parse(string(readFile(t, "../test/e2e/nginx/ds.conf.tmpl")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := t.TempDir()
-	for _, d := range []string{"client_body", "proxy", "logs"} {
-		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	port := freePort(t)
-	var conf strings.Builder
-	err = tmpl.Execute(&conf, map[string]any{
-		"Prefix": prefix, "Port": port, "Upstream": upstream,
-		"ProxyReadTimeout": "120s", "RunAsRoot": os.Geteuid() == 0,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	confPath := filepath.Join(prefix, "ds.conf")
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	errorLog := filepath.Join(prefix, "error.log")
-	n := &nginxFront{addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan struct{})}
-	n.cmd = exec.Command(nginx, "-p", prefix, "-c", confPath, "-e", errorLog,
-		"-g", fmt.Sprintf("daemon off; pid %s; error_log %s info;", filepath.Join(prefix, "nginx.pid"), errorLog))
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out strings.Builder
-	n.cmd.Stdout, n.cmd.Stderr = &out, &out
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { // owned by the test: the cleanup waits for done
-		_ = n.cmd.Wait()
-		close(n.done)
-	}()
-	t.Cleanup(func() {
-		_ = n.cmd.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-n.done:
-		case <-time.After(10 * time.Second):
-			_ = n.cmd.Process.Kill()
-			<-n.done
-		}
-		if t.Failed() {
-			for _, f := range []string{"error.log", "access.log"} {
-				b, _ := os.ReadFile(filepath.Join(prefix, f))
-				if len(b) > 8<<10 {
-					b = b[len(b)-8<<10:]
-				}
-				t.Logf("---- nginx %s ----\n%s---- end ----", f, b)
-			}
-		}
-	})
-	pollUntil(t, 10*time.Second, "nginx listening on "+n.addr, func() bool {
-		select {
-		case <-n.done:
-			t.Fatalf("nginx exited: %s", out.String())
-		default:
-		}
-		c, err := net.DialTimeout("tcp", n.addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return n
-}
-
 // TestRestartUnderLoadWithSocketActivation: healgate.socket and
 // healgate-admin.socket hold the listening sockets (ports moved to free
 // ones by drop-ins) and healgate takes them by name (listen: systemd:proxy,
@@ -608,9 +518,9 @@ func TestRestartUnderLoadWithSocketActivation(t *testing.T) {
 	if names := listenFDNames(t, v.s); names != "proxy:admin" && names != "admin:proxy" {
 		t.Fatalf("LISTEN_FDNAMES=%q, want proxy and admin", names)
 	}
-	n := startNginx(t, listen)
+	n := testnginx.Start(t, lookTool(t, "nginx", "nginx"), listen, 120*time.Second)
 
-	l := startLoad(t, "http://"+n.addr+"/index.html", 4, true)
+	l := startLoad(t, n.URL("/index.html"), 4, true)
 	l.waitFor(t, 200)
 	// The first start and these restarts stay within systemd's default
 	// start limit (StartLimitBurst=5 in 10 s), which the unit keeps.

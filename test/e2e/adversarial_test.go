@@ -81,7 +81,7 @@ func TestAdversarialChunkedUploadFailoverBoundedMemory(t *testing.T) {
 	const size = 100 << 20
 	backup := startDsemu(t, "backup", "ok")
 	g := startHealgate(t, gateConfig{upstreams: primaryAndBackup(closedAddr(t), backup.addr)})
-	pid := g.cmd.Process.Pid
+	pid := g.Pid()
 
 	var seed [32]byte
 	copy(seed[:], "healgate adversarial chunked")
@@ -153,7 +153,7 @@ func TestAdversarialWebSocketStormNoLeak(t *testing.T) {
 	const n = 300
 	up := startDsemu(t, "primary", "ok")
 	g := startHealgate(t, gateConfig{upstreams: one(up)})
-	pid := g.cmd.Process.Pid
+	pid := g.Pid()
 	fdsBefore, gorBefore := procFDs(t, pid), g.goroutines(t)
 
 	conns := make([]net.Conn, n)

@@ -3,9 +3,9 @@
 // front of real upstreams (the dsemu Document Server emulator, or a real
 // socket.io server from npm), all on loopback ports chosen by the tests.
 //
-// Each test owns its processes: it starts them as children, captures their
-// output (printed when the test fails), and stops and waits for them in
-// t.Cleanup. TestMain builds healgate and dsemu once (with -race when the
+// Each test owns its processes (internal/testproc): it starts them as
+// children, captures their output (printed when the test fails), and stops
+// and waits for them in t.Cleanup. The nginx is internal/testnginx's. TestMain builds healgate and dsemu once (with -race when the
 // tests run with -race) and installs the socket.io packages with npm ci when
 // node_modules is missing.
 //

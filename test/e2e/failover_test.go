@@ -46,7 +46,7 @@ func TestFailoverGET(t *testing.T) {
 					return
 				default:
 				}
-				r, err := try(t, s.client, http.MethodGet, s.nginx.url("/index.html"), reqOpts{limit: 20 * time.Second})
+				r, err := try(t, s.client, http.MethodGet, s.nginx.URL("/index.html"), reqOpts{limit: 20 * time.Second})
 				completed.Add(1)
 				switch {
 				case err != nil:
@@ -76,7 +76,7 @@ func TestFailoverGET(t *testing.T) {
 	pollUntil(t, 30*time.Second, fmt.Sprintf("%d requests completed", killAfter), func() bool {
 		return completed.Load() >= killAfter
 	})
-	primary.kill()
+	primary.Kill()
 	atKill := completed.Load()
 	pollUntil(t, 30*time.Second, fmt.Sprintf("%d requests completed after the crash", afterKill), func() bool {
 		return completed.Load() >= atKill+afterKill
@@ -108,7 +108,7 @@ func TestFailoverPOSTDialRefusedReachesBackupOnce(t *testing.T) {
 	for i := range 3 {
 		id := ids.next()
 		body := conversionBody(fmt.Sprintf("doc-failover-%d", i))
-		r := do(t, s.client, http.MethodPost, s.nginx.url("/ConvertService.ashx"), reqOpts{
+		r := do(t, s.client, http.MethodPost, s.nginx.URL("/ConvertService.ashx"), reqOpts{
 			body: strings.NewReader(body), length: int64(len(body)),
 			header: map[string]string{"Content-Type": "application/json", "X-Request-ID": id},
 		})
@@ -140,7 +140,7 @@ func TestPOSTNotReplayedAfterBytesSent(t *testing.T) {
 		t.Helper()
 		id := ids.next()
 		body := conversionBody("doc-not-replayed")
-		r, err := try(t, s.client, http.MethodPost, s.nginx.url("/ConvertService.ashx"), reqOpts{
+		r, err := try(t, s.client, http.MethodPost, s.nginx.URL("/ConvertService.ashx"), reqOpts{
 			body: strings.NewReader(body), length: int64(len(body)),
 			header: map[string]string{"Content-Type": "application/json", "X-Request-ID": id},
 		})

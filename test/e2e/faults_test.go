@@ -30,7 +30,7 @@ func TestF1SlowConversionHTTP10(t *testing.T) {
 	ids := newRequestIDs(t)
 	id := ids.next()
 	body := conversionBody("doc-f1")
-	r := do(t, s.client, http.MethodPost, s.nginx.url("/ConvertService.ashx"), reqOpts{
+	r := do(t, s.client, http.MethodPost, s.nginx.URL("/ConvertService.ashx"), reqOpts{
 		body:   strings.NewReader(body),
 		length: int64(len(body)),
 		header: map[string]string{"Content-Type": "application/json", "Accept": "application/json", "X-Request-ID": id},
@@ -81,7 +81,7 @@ func TestF3TimeoutOnLongRouteDoesNotMarkDown(t *testing.T) {
 		sent[i] = ids.next()
 		wg.Go(func() {
 			body := conversionBody("doc-f3")
-			results[i], _ = try(t, s.client, http.MethodPost, s.nginx.url("/ConvertService.ashx"), reqOpts{
+			results[i], _ = try(t, s.client, http.MethodPost, s.nginx.URL("/ConvertService.ashx"), reqOpts{
 				body: strings.NewReader(body), length: int64(len(body)),
 				header: map[string]string{"Content-Type": "application/json", "X-Request-ID": sent[i]},
 				limit:  cfg.conversion + 10*time.Second,
@@ -134,7 +134,7 @@ func TestF4NothingListens(t *testing.T) {
 				body := conversionBody("doc-f4")
 				opts.body, opts.length = strings.NewReader(body), int64(len(body))
 			}
-			r := do(t, s.client, m, s.nginx.url("/healthcheck"), opts)
+			r := do(t, s.client, m, s.nginx.URL("/healthcheck"), opts)
 			if r.status != http.StatusBadGateway || errorClass(r.header) != "upstream_refused" {
 				t.Errorf("%d %q, want 502 upstream_refused", r.status, r.header.Get("X-Healgate-Error"))
 			}
@@ -208,7 +208,7 @@ func TestF11UpstreamHangs(t *testing.T) {
 			t.Fatalf("no 503 after %d timed-out requests (breaker threshold %d)", timeouts, cfg.breakerFailures)
 		}
 		id := ids.next()
-		r, err := try(t, s.client, http.MethodGet, s.nginx.url("/healthcheck"), reqOpts{
+		r, err := try(t, s.client, http.MethodGet, s.nginx.URL("/healthcheck"), reqOpts{
 			header: map[string]string{"X-Request-ID": id},
 			limit:  bound,
 		})

@@ -15,8 +15,8 @@ func TestF8QueryByteExact(t *testing.T) {
 	const path = "/doc/k/c/"
 	const query = "EIO=4&transport=polling&t=Pabc&sid=XYZ&shardkey=k&x=a+b%20c"
 	for _, tc := range []struct{ name, url string }{
-		{"NginxRoot", s.nginx.url(path + "?" + query)},
-		{"NginxVersioned", s.nginx.url(socketIOVersion + path + "?" + query)},
+		{"NginxRoot", s.nginx.URL(path + "?" + query)},
+		{"NginxVersioned", s.nginx.URL(socketIOVersion + path + "?" + query)},
 		{"Direct", s.gate.url(path + "?" + query)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,8 +99,8 @@ func TestF10ForwardedProto(t *testing.T) {
 		// ds.conf's map sends $scheme (http) when the client sent none.
 		id := ids.next()
 		r := s.get(t, "/baseurl", map[string]string{"X-Request-ID": id})
-		if r.status != http.StatusOK || strings.TrimSpace(r.body) != "http://"+s.nginx.addr {
-			t.Errorf("/baseurl: %d %q, want http://%s", r.status, r.body, s.nginx.addr)
+		if r.status != http.StatusOK || strings.TrimSpace(r.body) != "http://"+s.nginx.Addr {
+			t.Errorf("/baseurl: %d %q, want http://%s", r.status, r.body, s.nginx.Addr)
 		}
 		if got := record(t, id).Values("X-Forwarded-Proto"); len(got) != 1 || got[0] != "http" {
 			t.Errorf("upstream saw X-Forwarded-Proto %q, want exactly nginx's \"http\"", got)

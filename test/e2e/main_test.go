@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // tools are the programs every test runs: built or found once by TestMain,
@@ -30,30 +30,7 @@ var bin tools
 const nginxInstall = "apt-get install -y nginx-light"
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
-}
-
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "healgate-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if err := setup(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: setup:", err)
-		return 1
-	}
-	code := m.Run()
-	if code == 0 {
-		// Every test stops and waits for what it started: no goroutine of
-		// the harness (process waiters, HTTP clients, servers) outlives it.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: leaked goroutines:", err)
-			return 1
-		}
-	}
-	return code
+	os.Exit(testproc.RunMain(m, "e2e", setup, nil))
 }
 
 // setup finds nginx and node, installs the socket.io packages, and builds
@@ -62,10 +39,10 @@ func testMain(m *testing.M) int {
 func setup(dir string) error {
 	var errs []error
 	var err error
-	if bin.nginx, err = lookPath("nginx", "/usr/sbin/nginx"); err != nil {
+	if bin.nginx, err = testproc.LookPath("nginx", "/usr/sbin/nginx"); err != nil {
 		errs = append(errs, fmt.Errorf("nginx is required (Debian: %s): %w", nginxInstall, err))
 	}
-	if bin.node, err = lookPath("node", "/usr/bin/node"); err != nil {
+	if bin.node, err = testproc.LookPath("node", "/usr/bin/node"); err != nil {
 		errs = append(errs, fmt.Errorf("node is required for the socket.io tests (Debian: apt-get install -y nodejs npm): %w", err))
 	}
 	if bin.socketio, err = filepath.Abs("socketio"); err != nil {
@@ -86,23 +63,11 @@ func setup(dir string) error {
 		bin.healgate: "github.com/healgate/healgate/cmd/healgate",
 		bin.dsemu:    "github.com/healgate/healgate/cmd/dsemu",
 	} {
-		if err := goBuild(ctx, out, pkg); err != nil {
+		if err := testproc.GoBuild(ctx, out, pkg, testproc.RaceEnabled); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// lookPath finds name on PATH, or at fallback (sbin is often not on a
-// non-root PATH).
-func lookPath(name, fallback string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat(fallback); err == nil {
-		return fallback, nil
-	}
-	return exec.LookPath(name)
 }
 
 // npmCI installs the socket.io packages from package-lock.json when
@@ -111,7 +76,7 @@ func npmCI(ctx context.Context, dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "socket.io-client")); err == nil {
 		return nil
 	}
-	npm, err := lookPath("npm", "/usr/bin/npm")
+	npm, err := testproc.LookPath("npm", "/usr/bin/npm")
 	if err != nil {
 		return fmt.Errorf("npm is required to install socket.io (Debian: apt-get install -y nodejs npm): %w", err)
 	}
@@ -119,19 +84,6 @@ func npmCI(ctx context.Context, dir string) error {
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out)
-	}
-	return nil
-}
-
-// goBuild builds pkg into out, with the race detector when the tests have it.
-func goBuild(ctx context.Context, out, pkg string) error {
-	args := []string{"build", "-o", out}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/healgate/healgate/internal/testnginx"
 )
 
 // seenRequest is what a plain recording upstream saw of one request.
@@ -46,11 +48,11 @@ func TestNginxFixtureIsDSConf(t *testing.T) {
 		<-done
 	})
 
-	n := startNginx(t, ln.Addr().String(), 30*time.Second)
+	n := testnginx.Start(t, bin.nginx, ln.Addr().String(), 30*time.Second)
 	client := newClient(t)
 	get := func(t *testing.T, path string, header map[string]string) seenRequest {
 		t.Helper()
-		req, err := http.NewRequestWithContext(contextFor(t, 10*time.Second), http.MethodGet, n.url(path), nil)
+		req, err := http.NewRequestWithContext(contextFor(t, 10*time.Second), http.MethodGet, n.URL(path), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +88,7 @@ func TestNginxFixtureIsDSConf(t *testing.T) {
 		if p := s.header.Get("X-Forwarded-Proto"); p != "http" {
 			t.Errorf("X-Forwarded-Proto %q, want http ($scheme when the client sent none)", p)
 		}
-		if h, want := s.header.Get("X-Forwarded-Host"), n.addr; h != want {
+		if h, want := s.header.Get("X-Forwarded-Host"), n.Addr; h != want {
 			t.Errorf("X-Forwarded-Host %q, want %q ($http_host)", h, want)
 		}
 		if f := s.header.Get("X-Forwarded-For"); f != "127.0.0.1" {

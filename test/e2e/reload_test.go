@@ -32,7 +32,7 @@ func TestAdversarialReloadKeepsKnownDownUpstream(t *testing.T) {
 	ids := newRequestIDs(t)
 	convert := func(id string) result {
 		body := conversionBody("doc-reload")
-		return do(t, s.client, http.MethodPost, s.nginx.url("/ConvertService.ashx"), reqOpts{
+		return do(t, s.client, http.MethodPost, s.nginx.URL("/ConvertService.ashx"), reqOpts{
 			body: strings.NewReader(body), length: int64(len(body)),
 			header: map[string]string{"Content-Type": "application/json", "X-Request-ID": id},
 			limit:  s.gate.cfg.conversion + 10*time.Second,
@@ -42,10 +42,10 @@ func TestAdversarialReloadKeepsKnownDownUpstream(t *testing.T) {
 		t.Fatalf("before the reload: %d from %q (%s), want 200 from backup", r.status, r.header.Get("X-Dsemu-Name"), r.header.Get("X-Healgate-Error"))
 	}
 
-	if err := s.gate.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := s.gate.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	s.gate.waitLine(t, regexp.MustCompile(`reload: new config applied`), 10*time.Second)
+	s.gate.WaitLine(t, regexp.MustCompile(`reload: new config applied`), 10*time.Second)
 
 	id := ids.next()
 	r := convert(id)

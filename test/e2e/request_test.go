@@ -72,7 +72,7 @@ func try(t *testing.T, client *http.Client, method, url string, opts reqOpts) (r
 // get is do with GET and no body.
 func (s *stack) get(t *testing.T, path string, header map[string]string) result {
 	t.Helper()
-	return do(t, s.client, http.MethodGet, s.nginx.url(path), reqOpts{header: header})
+	return do(t, s.client, http.MethodGet, s.nginx.URL(path), reqOpts{header: header})
 }
 
 // url returns healgate's own URL of path, bypassing nginx.

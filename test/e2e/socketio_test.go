@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // socketIOPath is the socket.io server's `path` option: Document Server's
@@ -14,10 +16,10 @@ const socketIOPath = "/doc/k/c/"
 
 // startSocketIOServer runs test/e2e/socketio/server.js, a real socket.io
 // server, and returns it with its address.
-func startSocketIOServer(t *testing.T) (*proc, string) {
+func startSocketIOServer(t *testing.T) (*testproc.Proc, string) {
 	t.Helper()
-	p := startProc(t, "socket.io server", procOptions{dir: bin.socketio}, bin.node, "server.js", socketIOPath)
-	m := p.waitLine(t, regexp.MustCompile(`LISTENING (\d+)`), 15*time.Second)
+	p := testproc.Start(t, "socket.io server", testproc.Options{Dir: bin.socketio}, bin.node, "server.js", socketIOPath)
+	m := p.WaitLine(t, regexp.MustCompile(`LISTENING (\d+)`), 15*time.Second)
 	return p, "127.0.0.1:" + m[1]
 }
 
@@ -45,7 +47,7 @@ func testSocketIO(t *testing.T, transport, clientPath string) {
 	srv, addr := startSocketIOServer(t)
 	s := startStack(t, gateConfig{upstreams: []upstreamSpec{{name: "socketio", addr: addr}}})
 
-	out := runSocketIOClient(t, "http://"+s.nginx.addr, clientPath, transport)
+	out := runSocketIOClient(t, "http://"+s.nginx.Addr, clientPath, transport)
 	if !strings.Contains(out, `OK {"transport":"`+transport+`"`) {
 		t.Fatalf("socket.io client did not report success over %s:\n%s", transport, out)
 	}
@@ -53,10 +55,10 @@ func testSocketIO(t *testing.T, transport, clientPath string) {
 	// shard key and the client's X-Forwarded-Proto unchanged.
 	want := "transport=" + transport + " shardkey=k xfp=https"
 	pollUntil(t, 5*time.Second, "the socket.io server logged the connection", func() bool {
-		return strings.Contains(srv.out.String(), want)
+		return strings.Contains(srv.Output(), want)
 	})
-	if strings.Contains(srv.out.String(), "connection_error") {
-		t.Errorf("the socket.io server reported a connection error:\n%s", srv.out.String())
+	if strings.Contains(srv.Output(), "connection_error") {
+		t.Errorf("the socket.io server reported a connection error:\n%s", srv.Output())
 	}
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/healgate/healgate/internal/dsemu"
+	"github.com/healgate/healgate/internal/testnginx"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // upstreamSpec is one entry of healgate's upstreams.
@@ -100,7 +103,7 @@ func (c gateConfig) yaml(listen, admin string) string {
 
 // gate is a healgate process owned by one test.
 type gate struct {
-	*proc
+	*testproc.Proc
 	addr   string // proxy listener
 	admin  string // admin listener
 	cfg    gateConfig
@@ -116,16 +119,16 @@ func startHealgate(t *testing.T, cfg gateConfig) *gate {
 	g := &gate{cfg: cfg, client: newClient(t)}
 	dir := t.TempDir()
 	var adminAddr string
-	p, addr := startWithPort(t, "healgate", func(addr string) *proc {
-		adminAddr = freeAddr(t)
+	p, addr := testproc.StartOnFreePort(t, "healgate", func(addr string) *testproc.Proc {
+		adminAddr = testproc.FreeAddr(t)
 		file := filepath.Join(dir, "healgate.yaml")
 		if err := os.WriteFile(file, []byte(cfg.yaml(addr, adminAddr)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return startProc(t, "healgate", procOptions{}, bin.healgate, "run", "-config", file)
+		return testproc.Start(t, "healgate", testproc.Options{}, bin.healgate, "run", "-config", file)
 	})
-	g.proc, g.addr, g.admin = p, addr, adminAddr
-	if err := p.waitListening(adminAddr, 10*time.Second); err != nil {
+	g.Proc, g.addr, g.admin = p, addr, adminAddr
+	if err := p.WaitListening(adminAddr, 10*time.Second); err != nil {
 		t.Fatalf("healgate admin: %v", err)
 	}
 	pollUntil(t, 10*time.Second, "healgate /healthz answers 200", func() bool {
@@ -156,7 +159,7 @@ func (g *gate) adminGet(t *testing.T, path string) (int, string) {
 
 // emu is a dsemu process owned by one test.
 type emu struct {
-	*proc
+	*testproc.Proc
 	name   string
 	addr   string
 	client *http.Client
@@ -167,10 +170,10 @@ type emu struct {
 func startDsemu(t *testing.T, name, mode string, extra ...string) *emu {
 	t.Helper()
 	args := append([]string{"-listen", "127.0.0.1:0", "-name", name, "-mode", mode}, extra...)
-	p := startProc(t, "dsemu "+name, procOptions{}, bin.dsemu, args...)
+	p := testproc.Start(t, "dsemu "+name, testproc.Options{}, bin.dsemu, args...)
 	re := regexp.MustCompile(`dsemu ` + regexp.QuoteMeta(name) + ` listening on (\S+)`)
-	m := p.waitLine(t, re, 10*time.Second)
-	return &emu{proc: p, name: name, addr: m[1], client: newClient(t)}
+	m := p.WaitLine(t, re, 10*time.Second)
+	return &emu{Proc: p, name: name, addr: m[1], client: newClient(t)}
 }
 
 // setMode switches the emulator's fault mode (POST /_dsemu/mode).
@@ -222,7 +225,7 @@ func (e *emu) lastRequest(t *testing.T, path string) dsemu.Request {
 
 // stack is nginx → healgate → upstreams, as deployed.
 type stack struct {
-	nginx  *nginxProc
+	nginx  *testnginx.Server
 	gate   *gate
 	client *http.Client // for requests through nginx
 }
@@ -232,7 +235,7 @@ type stack struct {
 func startStack(t *testing.T, cfg gateConfig) *stack {
 	t.Helper()
 	g := startHealgate(t, cfg)
-	n := startNginx(t, g.addr, g.cfg.nginxReadTimeout())
+	n := testnginx.Start(t, bin.nginx, g.addr, g.cfg.nginxReadTimeout())
 	return &stack{nginx: n, gate: g, client: newClient(t)}
 }
 
@@ -262,4 +265,23 @@ func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
 	}
+}
+
+// closedAddr returns a loopback address where nothing listens: a port just
+// released by the kernel.
+func closedAddr(t *testing.T) string { return testproc.FreeAddr(t) }
+
+// contextFor returns a context that ends when the test ends, at the test
+// binary's deadline (less a margin for cleanup), or after limit, whichever is
+// first.
+func contextFor(t *testing.T, limit time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), limit)
+	t.Cleanup(cancel)
+	if d, ok := t.Deadline(); ok {
+		var cancelD context.CancelFunc
+		ctx, cancelD = context.WithDeadline(ctx, d.Add(-5*time.Second))
+		t.Cleanup(cancelD)
+	}
+	return ctx
 }

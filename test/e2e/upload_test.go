@@ -26,7 +26,7 @@ func TestUpload100MB(t *testing.T) {
 	copy(seed[:], "healgate e2e upload generator")
 	generate := func() io.Reader { return io.LimitReader(rand.NewChaCha8(seed), size) }
 
-	r := do(t, s.client, http.MethodPut, s.nginx.url("/downloadas/doc-upload?cmd=e2e"), reqOpts{
+	r := do(t, s.client, http.MethodPut, s.nginx.URL("/downloadas/doc-upload?cmd=e2e"), reqOpts{
 		body: generate(), length: size,
 		header: map[string]string{"Content-Type": "application/octet-stream"},
 		limit:  2 * time.Minute,

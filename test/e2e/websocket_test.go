@@ -102,8 +102,8 @@ func TestF7WebSocketUpgrade(t *testing.T) {
 	for _, tc := range []struct {
 		name, base, connection string
 	}{
-		{"NginxConnectionUpgrade", "ws://" + s.nginx.addr + socketIOVersion, "Upgrade"},
-		{"NginxBrowserForm", "ws://" + s.nginx.addr + socketIOVersion, "keep-alive, Upgrade"},
+		{"NginxConnectionUpgrade", "ws://" + s.nginx.Addr + socketIOVersion, "Upgrade"},
+		{"NginxBrowserForm", "ws://" + s.nginx.Addr + socketIOVersion, "keep-alive, Upgrade"},
 		{"DirectConnectionUpgrade", "ws://" + s.gate.addr, "Upgrade"},
 		{"DirectBrowserForm", "ws://" + s.gate.addr, "keep-alive, Upgrade"},
 	} {
@@ -160,7 +160,7 @@ func TestF9ForwardedProtoOnUpgrade(t *testing.T) {
 	s := startStack(t, gateConfig{upstreams: one(up)})
 	const path = "/doc/f9/c/"
 	for _, tc := range []struct{ name, base string }{
-		{"Nginx", "ws://" + s.nginx.addr + socketIOVersion},
+		{"Nginx", "ws://" + s.nginx.Addr + socketIOVersion},
 		{"Direct", "ws://" + s.gate.addr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,83 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/healgate/healgate/admin"
 	"github.com/healgate/healgate/healing"
+	"github.com/healgate/healgate/internal/testnginx"
 )
-
-// nginxTemplatePath is the ds.conf-shaped nginx configuration of the
-// end-to-end tests, shared so that both packages test the same nginx.
-const nginxTemplatePath = "../e2e/nginx/ds.conf.tmpl"
-
-// nginxData is what the template is rendered with (see the template's
-// comment).
-type nginxData struct {
-	Prefix           string
-	Port             int
-	Upstream         string
-	ProxyReadTimeout string
-	RunAsRoot        bool
-}
-
-// startNginx starts a private nginx configured like Document Server's
-// ds.conf with "upstream docservice" at upstream, and returns its address.
-func startNginx(t *testing.T, upstream string) string {
-	t.Helper()
-	text, err := os.ReadFile(nginxTemplatePath)
-	if err != nil {
-		t.Fatalf("nginx template: %v", err)
-	}
-	tmpl, err := template.New("ds.conf").Option("missingkey=error").Parse(string(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := t.TempDir()
-	for _, d := range []string{"client_body", "proxy", "logs"} {
-		if err := os.MkdirAll(filepath.Join(prefix, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	port := freePort(t)
-	var b strings.Builder
-	if err := tmpl.Execute(&b, nginxData{Prefix: prefix, Port: port, Upstream: upstream,
-		ProxyReadTimeout: "60s", RunAsRoot: os.Geteuid() == 0}); err != nil {
-		t.Fatalf("render nginx config: %v", err)
-	}
-	conf := filepath.Join(prefix, "ds.conf")
-	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	errorLog := filepath.Join(prefix, "error.log")
-	p := startProc(t, "nginx", nil, bin.nginx, "-p", prefix, "-c", conf, "-e", errorLog,
-		"-g", fmt.Sprintf("daemon off; pid %s; error_log %s info;", filepath.Join(prefix, "nginx.pid"), errorLog))
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	pollUntil(t, 10*time.Second, "nginx listens on "+addr, func() bool { return p.exited() || accepts(addr) })
-	if p.exited() {
-		t.Fatalf("nginx exited: %v", p.err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, f := range []string{"error.log", "access.log"} {
-				b, _ := os.ReadFile(filepath.Join(prefix, f))
-				if len(b) > outputTail {
-					b = b[len(b)-outputTail:]
-				}
-				t.Logf("---- nginx %s ----\n%s---- end ----", f, b)
-			}
-		}
-	})
-	return addr
-}
 
 // answer is one client request's outcome through nginx.
 type answer struct {
@@ -187,7 +121,7 @@ func TestHealHoldThroughNginx(t *testing.T) {
 	g.waitStatus(t, 10*time.Second, "the target is healthy", func(s *admin.Status) bool {
 		return stateIs(s, healing.StateHealthy) && s.Healing.Upstreams[0].Ready
 	})
-	url := "http://" + startNginx(t, g.addr) + "/healthcheck"
+	url := testnginx.Start(t, bin.nginx, g.addr, 60*time.Second).URL("/healthcheck")
 	healed := func(t *testing.T, n int) *admin.Status {
 		return g.waitStatus(t, 30*time.Second, fmt.Sprintf("heal %d succeeded", n), func(s *admin.Status) bool {
 			return len(events(s, healing.EventHealSucceeded)) == n && stateIs(s, healing.StateHealthy)

@@ -19,6 +19,7 @@ import (
 	"github.com/healgate/healgate/admin"
 	"github.com/healgate/healgate/config"
 	"github.com/healgate/healgate/healing"
+	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -182,7 +183,7 @@ func (c gateConfig) yaml(listen, adminListen string) string {
 
 // gate is a healgate process owned by one test.
 type gate struct {
-	*proc
+	*testproc.Proc
 	cfg    gateConfig
 	addr   string // proxy listener
 	admin  string // admin listener
@@ -200,7 +201,7 @@ func startGate(t *testing.T, e testEnv, cfg gateConfig) *gate {
 	if err := os.WriteFile(file, []byte(cfg.yaml(g.addr, g.admin)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g.proc = startProc(t, "healgate", []string{"DBUS_SYSTEM_BUS_ADDRESS=" + e.sys.BusAddress()},
+	g.Proc = testproc.Start(t, "healgate", testproc.Options{Env: []string{"DBUS_SYSTEM_BUS_ADDRESS=" + e.sys.BusAddress()}},
 		bin.healgate, "run", "-config", file)
 	g.waitUp(t)
 	return g
@@ -217,20 +218,20 @@ func startGateInside(t *testing.T, e testEnv, name string, cfg gateConfig) *gate
 	if err := e.sys.WriteFile(file, []byte(cfg.yaml(g.addr, g.admin)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g.proc = startProc(t, "healgate (nobody, inside)", nil, "nsenter",
-		"-t", strconv.Itoa(e.sys.PID()), "-p", "-m", "-u", "-i", "--wd=/", "--",
-		"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-		e.healgate, "run", "-config", file)
 	// nsenter forks healgate into the PID namespace; signals go to it.
-	g.proc.signal = func(sig syscall.Signal) error {
-		pid, err := g.proc.childPID()
+	signal := func(p *testproc.Proc, sig syscall.Signal) error {
+		pid, err := childPID(p)
 		if err != nil {
 			return err
 		}
 		return syscall.Kill(pid, sig)
 	}
+	g.Proc = testproc.Start(t, "healgate (nobody, inside)", testproc.Options{Signal: signal}, "nsenter",
+		"-t", strconv.Itoa(e.sys.PID()), "-p", "-m", "-u", "-i", "--wd=/", "--",
+		"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+		e.healgate, "run", "-config", file)
 	g.waitUp(t)
-	if pid, err := g.proc.childPID(); err != nil {
+	if pid, err := childPID(g.Proc); err != nil {
 		t.Fatal(err)
 	} else if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err != nil || !strings.Contains(string(b), "\nUid:\t65534\t") {
 		t.Fatalf("healgate inside does not run as nobody (uid 65534): %v\n%s", err, b)
@@ -273,7 +274,7 @@ func (g *gate) waitStatus(t *testing.T, timeout time.Duration, what string, cond
 	t.Helper()
 	var last *admin.Status
 	ok := pollFor(timeout, func() bool {
-		if g.exited() {
+		if g.Exited() {
 			return true
 		}
 		s, ok := g.status()
@@ -282,8 +283,8 @@ func (g *gate) waitStatus(t *testing.T, timeout time.Duration, what string, cond
 		}
 		return ok && cond(s)
 	})
-	if g.exited() {
-		t.Fatalf("healgate exited (%v) while waiting until %s", g.err, what)
+	if g.Exited() {
+		t.Fatalf("healgate exited (%v) while waiting until %s", g.Err(), what)
 	}
 	if !ok {
 		b, _ := json.MarshalIndent(last, "", "  ")

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -34,35 +32,12 @@ var bin tools
 var shared systemdtest.Shared
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
-}
-
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "healgate-heal-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "heal:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if err := setup(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "heal: setup:", err)
-		return 1
-	}
-	code := m.Run()
-	if err := shared.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "heal: stop the test system:", err)
-		code = 1
-	}
-	if code == 0 {
-		// Every test stops and waits for what it started: no goroutine
-		// of the harness (process waiters, client loops, receivers)
-		// outlives it.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "heal: leaked goroutines:", err)
-			return 1
+	os.Exit(testproc.RunMain(m, "heal", setup, func() error {
+		if err := shared.Close(); err != nil {
+			return fmt.Errorf("stop the test system: %w", err)
 		}
-	}
-	return code
+		return nil
+	}))
 }
 
 // setup finds nginx and builds the binaries into dir. A missing requirement
@@ -70,7 +45,7 @@ func testMain(m *testing.M) int {
 func setup(dir string) error {
 	var errs []error
 	var err error
-	if bin.nginx, err = lookPath("nginx", "/usr/sbin/nginx"); err != nil {
+	if bin.nginx, err = testproc.LookPath("nginx", "/usr/sbin/nginx"); err != nil {
 		errs = append(errs, fmt.Errorf("nginx is required (Debian: apt-get install -y nginx-light): %w", err))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -85,40 +60,11 @@ func setup(dir string) error {
 	} {
 		// Only healgate is under test: the race detector is for it. The
 		// others are built static, as they run inside the test system.
-		if err := goBuild(ctx, out, pkg, raceEnabled && out == bin.healgate); err != nil {
+		if err := testproc.GoBuild(ctx, out, pkg, testproc.RaceEnabled && out == bin.healgate); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// lookPath finds name on PATH, or at fallback (sbin is often not on PATH).
-func lookPath(name, fallback string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat(fallback); err == nil {
-		return fallback, nil
-	}
-	return exec.LookPath(name)
-}
-
-// goBuild builds pkg into out: with the race detector when race is set,
-// else without cgo.
-func goBuild(ctx context.Context, out, pkg string, race bool) error {
-	args := []string{"build", "-o", out}
-	cmd := exec.CommandContext(ctx, "go")
-	cmd.Env = os.Environ()
-	if race {
-		args = append(args, "-race")
-	} else {
-		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
-	}
-	cmd.Args = append(cmd.Args, append(args, pkg)...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 // testEnv is the shared test system with the binaries installed in it.

@@ -73,7 +73,7 @@ func TestPolkitNonRootHealgate(t *testing.T) {
 		if f := events(s, healing.EventHealFailed); len(f) > 0 {
 			t.Errorf("heal_failed as nobody:%s", dumpEvents(events(s)))
 		}
-		g.stop(10 * time.Second)
+		g.Stop(10 * time.Second)
 	})
 
 	t.Run("UnlistedUnitDenied", func(t *testing.T) {
@@ -119,7 +119,7 @@ func TestPolkitNonRootHealgate(t *testing.T) {
 		if sub, err := e.sys.Show(unit, "SubState"); err != nil || sub != "auto-restart" {
 			t.Errorf("%s SubState %q (%v) after a denied restart, want auto-restart", unit, sub, err)
 		}
-		g.stop(10 * time.Second)
+		g.Stop(10 * time.Second)
 	})
 
 	t.Run("CheckRefusesInvalidUnitName", func(t *testing.T) {

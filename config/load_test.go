@@ -39,6 +39,19 @@ func TestParseEmptyIsDefault(t *testing.T) {
 	}
 }
 
+// wantOneProblem parses src and checks that it has exactly one problem, at
+// path on line, whose message contains msg.
+func wantOneProblem(t *testing.T, src, path string, line int, msg string) {
+	t.Helper()
+	errs := parseErrs(t, src)
+	if len(errs) != 1 {
+		t.Fatalf("got %d problems, want 1:\n%v", len(errs), errs)
+	}
+	if e := errs[0]; e.Path != path || e.Line != line || !strings.Contains(e.Msg, msg) {
+		t.Errorf("got %v\nwant test.yaml:%d: %s: ...%s...", e, line, path, msg)
+	}
+}
+
 // TestTypeErrors: a value of the wrong type is reported at its line and
 // path, with what was expected.
 func TestTypeErrors(t *testing.T) {
@@ -75,15 +88,7 @@ func TestTypeErrors(t *testing.T) {
 		{"struct list element as scalar", "upstreams:\n  - http://127.0.0.1:8000\n", "upstreams[0]", 2, "want a mapping of keys"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			errs := parseErrs(t, tt.src)
-			if len(errs) != 1 {
-				t.Fatalf("got %d problems, want 1:\n%v", len(errs), errs)
-			}
-			if e := errs[0]; e.Path != tt.path || e.Line != tt.line || !strings.Contains(e.Msg, tt.msg) {
-				t.Errorf("got %v\nwant test.yaml:%d: %s: ...%s...", e, tt.line, tt.path, tt.msg)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantOneProblem(t, tt.src, tt.path, tt.line, tt.msg) })
 	}
 }
 
@@ -111,15 +116,7 @@ func TestDocumentErrors(t *testing.T) {
 		{"tab", "admin:\n\tlisten: a\n", "", 2, "yaml: "},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			errs := parseErrs(t, tt.src)
-			if len(errs) != 1 {
-				t.Fatalf("got %d problems, want 1:\n%v", len(errs), errs)
-			}
-			if e := errs[0]; e.Path != tt.path || e.Line != tt.line || !strings.Contains(e.Msg, tt.msg) {
-				t.Errorf("got %v\nwant test.yaml:%d: %s: ...%s...", e, tt.line, tt.path, tt.msg)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantOneProblem(t, tt.src, tt.path, tt.line, tt.msg) })
 	}
 }
 

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/healgate/healgate/config"
 )
 
 // rawExchange sends raw bytes to the front on a fresh connection, half-closes
@@ -90,16 +88,26 @@ func wantBreakerUntouched(t *testing.T, f *front, obs *recordObserver) {
 	}
 }
 
-// bodyFailureConfig has a primary and a backup, a small replay buffer (so
-// bodies larger than 1 KiB stream) and a breaker that opens at the first
-// failure.
-func bodyFailureConfig(primary, backup string) *config.Config {
-	cfg := testConfig(up("primary", primary), backupUp("backup", backup))
+// startBodyFailure starts a primary that answers only a whole request body,
+// a backup that reads the body and answers nothing, and healgate in front of
+// them with a small replay buffer (so bodies larger than 1 KiB stream) and a
+// breaker that opens at the first failure, reporting to the returned
+// observer.
+func startBodyFailure(t *testing.T) (primary, backup *backend, obs *recordObserver, f *front) {
+	t.Helper()
+	primary = newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err == nil {
+			io.WriteString(w, "primary got a whole body")
+		}
+	})
+	backup = newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	cfg := testConfig(up("primary", primary.URL), backupUp("backup", backup.URL))
 	cfg.NextUpstream.MaxReplayBody = 1 << 10
 	cfg.NextUpstream.NonIdempotent = true // even so, a broken body is never retried
 	cfg.Breaker.ConsecutiveFailures = 1
 	cfg.Breaker.OpenTimeout = time.Minute
-	return cfg
+	obs = &recordObserver{}
+	return primary, backup, obs, newFront(t, cfg, Options{Observer: obs})
 }
 
 func TestMalformedRequestBodyIs400(t *testing.T) {
@@ -111,14 +119,7 @@ func TestMalformedRequestBodyIs400(t *testing.T) {
 		"streamed": "POST /upload/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + chunk + "\r\nZZ\r\nabc\r\n0\r\n\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			primary := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-				if _, err := io.Copy(io.Discard, r.Body); err == nil {
-					io.WriteString(w, "primary got a whole body")
-				}
-			})
-			backup := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
-			obs := &recordObserver{}
-			f := newFront(t, bodyFailureConfig(primary.URL, backup.URL), Options{Observer: obs})
+			primary, backup, obs, f := startBodyFailure(t)
 
 			res, body, rest := rawExchange(t, f, raw, false)
 			if res == nil {
@@ -156,14 +157,7 @@ func TestRequestBodyCutByClientIsDropped(t *testing.T) {
 		"streamed": "POST /upload/x HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n" + strings.Repeat("a", 2000),
 	} {
 		t.Run(name, func(t *testing.T) {
-			primary := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-				if _, err := io.Copy(io.Discard, r.Body); err == nil {
-					io.WriteString(w, "primary got a whole body")
-				}
-			})
-			backup := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
-			obs := &recordObserver{}
-			f := newFront(t, bodyFailureConfig(primary.URL, backup.URL), Options{Observer: obs})
+			_, backup, obs, f := startBodyFailure(t)
 
 			// The FIN that cuts the body short is also, to net/http, the
 			// client going away: it gets no answer at all, never a 200.

@@ -42,6 +42,14 @@ func newBackend(t testing.TB, h http.HandlerFunc) *backend {
 	return b
 }
 
+// stallMidBody is a backend handler that writes and flushes "first", then
+// sends nothing more until the request ends: a response that hangs mid-body.
+func stallMidBody(w http.ResponseWriter, r *http.Request) {
+	io.WriteString(w, "first")
+	http.NewResponseController(w).Flush()
+	<-r.Context().Done()
+}
+
 // refusedURL returns the URL of a loopback port where nothing listens.
 func refusedURL(t testing.TB) string {
 	t.Helper()

@@ -77,11 +77,7 @@ func TestMidBodyResetFeedsBreaker(t *testing.T) {
 }
 
 func TestMidBodyReadTimeoutFeedsBreaker(t *testing.T) {
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "first")
-		http.NewResponseController(w).Flush()
-		<-r.Context().Done()
-	})
+	b := newBackend(t, stallMidBody)
 	cfg := testConfig(up("a", b.URL))
 	cfg.Timeouts.Read = 100 * time.Millisecond
 	cfg.Breaker.ConsecutiveFailures = 1
@@ -170,11 +166,7 @@ func TestBodyOutcomeAtItsEnd(t *testing.T) {
 }
 
 func TestClientGoneMidBodyExcluded(t *testing.T) {
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "first")
-		http.NewResponseController(w).Flush()
-		<-r.Context().Done()
-	})
+	b := newBackend(t, stallMidBody)
 	cfg := testConfig(up("a", b.URL))
 	cfg.Breaker.ConsecutiveFailures = 1
 	obs := &recordObserver{}

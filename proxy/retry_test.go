@@ -239,11 +239,7 @@ func TestResponseHeaderTimeout(t *testing.T) {
 }
 
 func TestReadTimeoutMidBody(t *testing.T) {
-	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "first")
-		http.NewResponseController(w).Flush()
-		<-r.Context().Done()
-	})
+	b := newBackend(t, stallMidBody)
 	cfg := testConfig(up("a", b.URL))
 	cfg.Timeouts.Read = 100 * time.Millisecond
 	f := newFront(t, cfg, Options{})

@@ -190,8 +190,8 @@ func (s *Server) SetMode(m Mode) {
 func (s *Server) crash() {
 	s.crashMu.Do(func() {
 		s.log.Warn("crashing (mode crash-after)")
+		s.stop() // first: whoever sees crashed closed must find requests dropped
 		close(s.crashed)
-		s.stop()
 	})
 }
 

@@ -102,6 +102,12 @@ type Server struct {
 	// MaxHeaderBytes; nginx large_client_header_buffers). Default 64KiB.
 	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
 
+	// BodyTimeout bounds the time between two successive reads of a request
+	// body from the client (nginx client_body_timeout): a client that sends
+	// nothing for this long is answered 408 and its connection closed.
+	// Default 60s; zero means no limit.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+
 	// ShutdownTimeout is how long a graceful shutdown lets in-flight requests
 	// finish before upgraded connections are closed and the rest are cut.
 	// Default 30s.

@@ -19,6 +19,7 @@ func Default() *Config {
 			HeaderTimeout:    60 * time.Second,
 			KeepaliveTimeout: 75 * time.Second,
 			MaxHeaderBytes:   64 * KiB,
+			BodyTimeout:      60 * time.Second,
 			ShutdownTimeout:  30 * time.Second,
 		},
 		Admin:     Admin{Listen: "127.0.0.1:9090"},

@@ -270,6 +270,7 @@ func (c *Config) Validate() error {
 func (s *Server) validate(v *validator) {
 	v.positive("server.header_timeout", s.HeaderTimeout)
 	v.positive("server.keepalive_timeout", s.KeepaliveTimeout)
+	v.nonNegative("server.body_timeout", s.BodyTimeout)
 	v.nonNegative("server.shutdown_timeout", s.ShutdownTimeout)
 	if s.MaxHeaderBytes <= 0 || s.MaxHeaderBytes > math.MaxInt32 {
 		v.add("server.max_header_bytes", "want a size from 1 byte to 2GiB, got %s", s.MaxHeaderBytes)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // bufSize is the size of the ReverseProxy's copy buffers.
@@ -198,4 +200,55 @@ func (r *streamReader) Read(p []byte) (int, error) {
 func (r *streamReader) Close() error {
 	r.closed.Store(true)
 	return nil
+}
+
+// clientBody bounds the time between two reads of a client's request body
+// (server.body_timeout, nginx client_body_timeout) with read deadlines on the
+// client's connection: a client that stalls mid-body makes the read fail
+// with os.ErrDeadlineExceeded, answered 408 client_timeout. The transport
+// may read the body from its own goroutine, and a deadline must never be
+// set once the handler has returned (the connection may then serve another
+// request): mu orders the deadline updates with finish.
+type clientBody struct {
+	rc      io.ReadCloser
+	ctl     *http.ResponseController
+	timeout time.Duration
+
+	mu   sync.Mutex
+	done bool // finish ran, or the body ended: no more deadlines
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if !b.done {
+		_ = b.ctl.SetReadDeadline(time.Now().Add(b.timeout))
+	}
+	b.mu.Unlock()
+	n, err := b.rc.Read(p)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// Keep the passed deadline: the connection is closed after the
+		// 408, and net/http's drain of the rest must not wait for it.
+		b.mu.Lock()
+		b.done = true
+		b.mu.Unlock()
+	case err != nil:
+		b.clear()
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+// finish clears the deadline before the handler returns; later reads set
+// none.
+func (b *clientBody) finish() { b.clear() }
+
+func (b *clientBody) clear() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.done {
+		b.done = true
+		_ = b.ctl.SetReadDeadline(time.Time{})
+	}
 }

@@ -74,7 +74,7 @@ func breakerOutcome(class ErrorClass, status int) error {
 			return errBreakerFailure
 		}
 		return nil
-	case ClassClientCanceled, ClassBadRequest:
+	case ClassClientCanceled, ClassBadRequest, ClassClientTimeout:
 		// The client's fault, not the upstream's.
 		return errExcluded
 	default:

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -59,6 +60,10 @@ const (
 	// is ClassClientCanceled instead: net/http cancels the request's context
 	// on that very EOF, so such a client counts as gone.
 	ClassBadRequest ErrorClass = "bad_request"
+	// ClassClientTimeout: the client sent nothing of its request body for
+	// server.body_timeout (nginx client_body_timeout). 408, and the
+	// connection is closed. The client's fault, like ClassBadRequest.
+	ClassClientTimeout ErrorClass = "client_timeout"
 )
 
 // StatusClientClosed is the status logged and counted for ClassClientCanceled
@@ -67,7 +72,8 @@ const StatusClientClosed = 499
 
 // Status returns the HTTP status answered for the class: 502 for refused,
 // reset, dns, tls and bad_response; 504 for the timeouts; 503 for
-// breaker_open, no_upstream and healing; 400 for bad_request; 499 for
+// breaker_open, no_upstream and healing; 400 for bad_request; 408 for
+// client_timeout; 499 for
 // client_canceled; 200 for ClassNone.
 func (c ErrorClass) Status() int {
 	switch c {
@@ -75,6 +81,8 @@ func (c ErrorClass) Status() int {
 		return http.StatusOK
 	case ClassBadRequest:
 		return http.StatusBadRequest
+	case ClassClientTimeout:
+		return http.StatusRequestTimeout
 	case ClassConnectTimeout, ClassUpstreamTimeout:
 		return http.StatusGatewayTimeout
 	case ClassBreakerOpen, ClassNoUpstream, ClassHealing:
@@ -94,7 +102,17 @@ func (c ErrorClass) isDial() bool {
 // clientFault reports whether the class is the client's doing (it went away,
 // or its request body broke off), so that it says nothing about the upstream.
 func (c ErrorClass) clientFault() bool {
-	return c == ClassClientCanceled || c == ClassBadRequest
+	return c == ClassClientCanceled || c == ClassBadRequest || c == ClassClientTimeout
+}
+
+// clientBodyClass is the class of a failure to read the client's body while
+// the client is still there: client_timeout when the read deadline of
+// server.body_timeout passed, bad_request otherwise.
+func clientBodyClass(err error) ErrorClass {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return ClassClientTimeout
+	}
+	return ClassBadRequest
 }
 
 // Error is the error a proxied request failed with, as handed to the
@@ -120,7 +138,7 @@ type Error struct {
 func (e *Error) Error() string {
 	var reason string
 	switch {
-	case e.Class == ClassBadRequest && e.Err != nil:
+	case (e.Class == ClassBadRequest || e.Class == ClassClientTimeout) && e.Err != nil:
 		reason = e.Err.Error()
 	case e.Err != nil && e.Class != ClassHealing:
 		reason = rootReason(e.Err)
@@ -298,7 +316,7 @@ func writeError(w http.ResponseWriter, e *Error, requestID string) {
 	switch status {
 	case http.StatusServiceUnavailable:
 		h.Set("Retry-After", retryAfterSeconds(e.RetryAfter))
-	case http.StatusBadRequest:
+	case http.StatusBadRequest, http.StatusRequestTimeout:
 		h.Set("Connection", "close")
 	}
 	w.WriteHeader(status)

@@ -196,6 +196,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()[headerRequestID] = []string{st.id}
 	p.metrics.inflight.Inc()
 	defer p.finish(st, r)
+	if d := p.cfg.Server.BodyTimeout; d > 0 && r.Body != nil && r.Body != http.NoBody && !st.upgrade {
+		cb := &clientBody{rc: r.Body, ctl: http.NewResponseController(w), timeout: d}
+		defer cb.finish()
+		r.Body = cb
+	}
 	p.rp.ServeHTTP(&st.sw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
@@ -294,7 +299,7 @@ func (p *Proxy) logRequest(r *http.Request, st *reqState, class ErrorClass, stat
 	level := slog.LevelDebug
 	switch class {
 	case ClassNone:
-	case ClassClientCanceled, ClassBadRequest:
+	case ClassClientCanceled, ClassBadRequest, ClassClientTimeout:
 		level = slog.LevelInfo
 	default:
 		level = slog.LevelWarn

@@ -207,11 +207,12 @@ func (p *Proxy) retryable(ctx context.Context, st *reqState, cond nextCond, neve
 }
 
 // bodyFailure is the answer to a request whose client's body could not be
-// read (err is a *bodyError): bad_request while the client is there to read
-// it, client_canceled when it is gone. Neither is the upstream's fault.
+// read (err is a *bodyError): client_timeout when it stalled past
+// server.body_timeout, else bad_request while the client is there to read
+// it, client_canceled when it is gone. None is the upstream's fault.
 func bodyFailure(ctx context.Context, err error) *Error {
-	class := ClassBadRequest
-	if ctx.Err() != nil {
+	class := clientBodyClass(err)
+	if ctx.Err() != nil && class != ClassClientTimeout {
 		class = ClassClientCanceled
 	}
 	return &Error{Class: class, Err: err}
@@ -304,6 +305,10 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 			berr  = body.readErr()
 		)
 		switch {
+		case berr != nil && clientBodyClass(berr) == ClassClientTimeout:
+			// The client stalled: net/http cancels the request's context
+			// on that read error too, but the client is still there.
+			class, err = ClassClientTimeout, berr
 		case ctx.Err() != nil:
 			if berr != nil {
 				err = berr
@@ -311,7 +316,7 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 		case berr != nil:
 			// The client's body broke off: the transport's error is its
 			// consequence, not the upstream's doing.
-			class, err = ClassBadRequest, berr
+			class, err = clientBodyClass(berr), berr
 		default:
 			class = classify(err, cause)
 		}
@@ -321,7 +326,7 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, st *reqState, l leas
 		}
 		t.settle(class, elapsed)
 		st.lastClass = class
-		if class == ClassBadRequest {
+		if class == ClassBadRequest || class == ClassClientTimeout {
 			return nil, false, &Error{Class: class, Err: err}
 		}
 		neverSent := class.isDial() || (!t.wroteHeaders.Load() && body.consumed.Load() == 0)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/healgate/healgate/config"
 	"github.com/healgate/healgate/healing"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 func TestExecActionSucceedsAndKeepsOutput(t *testing.T) {
@@ -101,7 +102,7 @@ func TestExecActionTimeoutKillsTheProcessGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !pollUntil(5*time.Second, func() bool { return !alive(child) }) {
+	if !testproc.Poll(5*time.Second, func() bool { return !alive(child) }) {
 		t.Errorf("child %d of the timed-out command is still running", child)
 	}
 }
@@ -149,22 +150,4 @@ func alive(pid int) bool {
 		return syscall.Kill(pid, 0) == nil
 	}
 	return s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
-// pollUntil calls cond every 20 ms until it is true or d has passed.
-func pollUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if cond() {
-			return true
-		}
-		select {
-		case <-deadline.C:
-			return cond()
-		case <-tick.C:
-		}
-	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/healgate/healgate/config"
 	"github.com/healgate/healgate/healing"
+	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -293,7 +294,7 @@ func TestSystemd(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The old connections are gone; the next calls dial again.
-		if !pollUntil(20*time.Second, func() bool {
+		if !testproc.Poll(20*time.Second, func() bool {
 			st, err := sd.Unit(ctx, unit)
 			return err == nil && st.ActiveState == "active"
 		}) {

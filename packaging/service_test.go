@@ -14,6 +14,7 @@ import (
 
 	"github.com/healgate/healgate/internal/dsemu"
 	"github.com/healgate/healgate/internal/testnginx"
+	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -235,7 +236,7 @@ func (l *load) stop() {
 func (l *load) waitFor(t *testing.T, n int64) {
 	t.Helper()
 	target := l.sent.Load() + n
-	pollUntil(t, time.Minute, fmt.Sprintf("%d more requests of the load", n), func() bool { return l.sent.Load() >= target })
+	testproc.PollUntil(t, time.Minute, fmt.Sprintf("%d more requests of the load", n), func() bool { return l.sent.Load() >= target })
 }
 
 // report stops the load, logs its figures and fails t if a request failed
@@ -252,18 +253,6 @@ func (l *load) report(t *testing.T, min int64) {
 	}
 	if sent < min {
 		t.Errorf("only %d requests were sent, want at least %d", sent, min)
-	}
-}
-
-// pollUntil calls cond every 50 ms until it is true, or fails t after d.
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -478,7 +467,7 @@ func TestReloadInvalidConfigKeepsRunning(t *testing.T) {
 			t.Fatal(err)
 		}
 		var logged string
-		pollUntil(t, 10*time.Second, "healgate logging the refused reload", func() bool {
+		testproc.PollUntil(t, 10*time.Second, "healgate logging the refused reload", func() bool {
 			logged = v.journalSince(t, since)
 			return strings.Contains(logged, `msg="reload: the new config is invalid`)
 		})
@@ -486,7 +475,7 @@ func TestReloadInvalidConfigKeepsRunning(t *testing.T) {
 			t.Errorf("healgate's log does not name %s:\n%s", where, logged)
 		}
 		// healgate sent RELOADING=1 and READY=1 around the refusal.
-		pollUntil(t, 10*time.Second, "healgate.service active again", func() bool { return v.show(t, "ActiveState") == "active" })
+		testproc.PollUntil(t, 10*time.Second, "healgate.service active again", func() bool { return v.show(t, "ActiveState") == "active" })
 		t.Logf("StatusText: %q", v.show(t, "StatusText"))
 		stillUp(t)
 	})
@@ -568,8 +557,8 @@ func TestWatchdogRestartsWedgedHealgate(t *testing.T) {
 	// two watchdog periods.
 	started := time.Now()
 	first := v.showInt(t, "WatchdogTimestampMonotonic")
-	pollUntil(t, 4*watchdogSec, "a watchdog ping", func() bool { return v.showInt(t, "WatchdogTimestampMonotonic") != first })
-	pollUntil(t, 4*watchdogSec, "healgate alive for two watchdog periods", func() bool {
+	testproc.PollUntil(t, 4*watchdogSec, "a watchdog ping", func() bool { return v.showInt(t, "WatchdogTimestampMonotonic") != first })
+	testproc.PollUntil(t, 4*watchdogSec, "healgate alive for two watchdog periods", func() bool {
 		if got := v.showInt(t, "MainPID"); got != pid {
 			t.Fatalf("MainPID %d -> %d while healthy: the watchdog fired\n%s", pid, got, journal(v.s))
 		}
@@ -583,7 +572,7 @@ func TestWatchdogRestartsWedgedHealgate(t *testing.T) {
 	restartSec := 2 * time.Second // packaged RestartSec
 	bound := watchdogSec + restartSec + 10*time.Second
 	var newPID int64
-	pollUntil(t, bound, "a new healgate after the watchdog fired", func() bool {
+	testproc.PollUntil(t, bound, "a new healgate after the watchdog fired", func() bool {
 		newPID = v.showInt(t, "MainPID")
 		return newPID != pid && newPID > 1 && v.show(t, "ActiveState") == "active"
 	})

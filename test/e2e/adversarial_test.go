@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/healgate/healgate/internal/dsemu"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // Adversarial regression tests: an operator's bad day, driven against the
@@ -201,7 +202,7 @@ func TestAdversarialWebSocketStormNoLeak(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("%d of %d upgrades failed", failed, n)
 	}
-	pollUntil(t, 10*time.Second, fmt.Sprintf("healgate_upgraded_connections %d", n), func() bool {
+	testproc.PollUntil(t, 10*time.Second, fmt.Sprintf("healgate_upgraded_connections %d", n), func() bool {
 		_, body := g.adminGet(t, "/metrics")
 		return strings.Contains(body, "\nhealgate_upgraded_connections "+strconv.Itoa(n)+"\n")
 	})
@@ -211,7 +212,7 @@ func TestAdversarialWebSocketStormNoLeak(t *testing.T) {
 	}
 	// Keep-alive connections to the upstream may stay idle; the tunnels'
 	// goroutines and both sides' sockets must go.
-	pollUntil(t, 15*time.Second, "goroutines, fds and the upgraded gauge back to their levels before the storm", func() bool {
+	testproc.PollUntil(t, 15*time.Second, "goroutines, fds and the upgraded gauge back to their levels before the storm", func() bool {
 		_, body := g.adminGet(t, "/metrics")
 		return strings.Contains(body, "\nhealgate_upgraded_connections 0\n") &&
 			g.goroutines(t) <= gorBefore+4 && procFDs(t, pid) <= fdsBefore+4

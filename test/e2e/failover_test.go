@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // primaryAndBackup returns healgate's upstreams: primary first, then backup.
@@ -73,12 +75,12 @@ func TestFailoverGET(t *testing.T) {
 		}
 	}
 	defer stopWorkers()
-	pollUntil(t, 30*time.Second, fmt.Sprintf("%d requests completed", killAfter), func() bool {
+	testproc.PollUntil(t, 30*time.Second, fmt.Sprintf("%d requests completed", killAfter), func() bool {
 		return completed.Load() >= killAfter
 	})
 	primary.Kill()
 	atKill := completed.Load()
-	pollUntil(t, 30*time.Second, fmt.Sprintf("%d requests completed after the crash", afterKill), func() bool {
+	testproc.PollUntil(t, 30*time.Second, fmt.Sprintf("%d requests completed after the crash", afterKill), func() bool {
 		return completed.Load() >= atKill+afterKill
 	})
 	stopWorkers()

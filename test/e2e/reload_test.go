@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // TestAdversarialReloadKeepsKnownDownUpstream (found by the adversarial
@@ -21,7 +23,7 @@ func TestAdversarialReloadKeepsKnownDownUpstream(t *testing.T) {
 	primary := startDsemu(t, "primary", "hang")
 	backup := startDsemu(t, "backup", "ok")
 	s := startStack(t, gateConfig{upstreams: primaryAndBackup(primary.addr, backup.addr), conversion: 4 * time.Second})
-	pollUntil(t, 10*time.Second, "/status reports the hung primary not ready", func() bool {
+	testproc.PollUntil(t, 10*time.Second, "/status reports the hung primary not ready", func() bool {
 		for _, u := range s.gate.status(t).Upstreams {
 			if u.Name == "primary" {
 				return !u.Ready

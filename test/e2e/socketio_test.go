@@ -54,7 +54,7 @@ func testSocketIO(t *testing.T, transport, clientPath string) {
 	// The server saw the connection over the same transport, with the
 	// shard key and the client's X-Forwarded-Proto unchanged.
 	want := "transport=" + transport + " shardkey=k xfp=https"
-	pollUntil(t, 5*time.Second, "the socket.io server logged the connection", func() bool {
+	testproc.PollUntil(t, 5*time.Second, "the socket.io server logged the connection", func() bool {
 		return strings.Contains(srv.Output(), want)
 	})
 	if strings.Contains(srv.Output(), "connection_error") {

@@ -131,7 +131,7 @@ func startHealgate(t *testing.T, cfg gateConfig) *gate {
 	if err := p.WaitListening(adminAddr, 10*time.Second); err != nil {
 		t.Fatalf("healgate admin: %v", err)
 	}
-	pollUntil(t, 10*time.Second, "healgate /healthz answers 200", func() bool {
+	testproc.PollUntil(t, 10*time.Second, "healgate /healthz answers 200", func() bool {
 		resp, err := g.client.Get("http://" + adminAddr + "/healthz")
 		if err != nil {
 			return false
@@ -251,19 +251,6 @@ func newClient(t *testing.T) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
-	}
-}
-
-// pollUntil calls cond every 20ms until it reports true, and fails the test
-// with what if timeout passes first.
-func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
 	}
 }
 

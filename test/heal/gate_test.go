@@ -273,7 +273,7 @@ func (g *gate) status() (*admin.Status, bool) {
 func (g *gate) waitStatus(t *testing.T, timeout time.Duration, what string, cond func(*admin.Status) bool) *admin.Status {
 	t.Helper()
 	var last *admin.Status
-	ok := pollFor(timeout, func() bool {
+	ok := testproc.Poll(timeout, func() bool {
 		if g.Exited() {
 			return true
 		}
@@ -401,7 +401,7 @@ func healthcheck(addr string, timeout time.Duration) (int, string, error) {
 // (with body want, if set), failing the test after timeout.
 func waitHealthcheck(t *testing.T, addr string, timeout time.Duration, want string) {
 	t.Helper()
-	pollUntil(t, timeout, "http://"+addr+"/healthcheck answers 200 "+want, func() bool {
+	testproc.PollUntil(t, timeout, "http://"+addr+"/healthcheck answers 200 "+want, func() bool {
 		code, body, err := healthcheck(addr, 500*time.Millisecond)
 		return err == nil && code == http.StatusOK && (want == "" || body == want)
 	})

@@ -9,6 +9,7 @@ import (
 	"github.com/healgate/healgate/admin"
 	"github.com/healgate/healgate/config"
 	"github.com/healgate/healgate/healing"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // TestKill9RestartedAtOnce: kill -9 of DocService's main process leaves the
@@ -71,7 +72,7 @@ func TestKill9RestartedAtOnce(t *testing.T) {
 	}
 
 	// The webhook receiver got the same two events, once each.
-	pollUntil(t, 10*time.Second, "the webhooks arrive", func() bool {
+	testproc.PollUntil(t, 10*time.Second, "the webhooks arrive", func() bool {
 		return len(rcv.list(healing.EventHealSucceeded)) > 0
 	})
 	if got := rcv.list(healing.EventHealStarted, healing.EventHealSucceeded, healing.EventHealFailed); len(got) != 2 {
@@ -105,7 +106,7 @@ func TestSIGSTOPHangRestartedAfterFall(t *testing.T) {
 	// systemd's SIGCONT lets the stopped process answer what it had queued
 	// while it stops, so wait for a new MainPID, then for it to answer.
 	var newPID int
-	pollUntil(t, 20*time.Second, "a new MainPID", func() bool {
+	testproc.PollUntil(t, 20*time.Second, "a new MainPID", func() bool {
 		newPID = unitInt(t, e.sys, dsUnitName, "MainPID")
 		return newPID != oldPID && newPID > 1
 	})
@@ -132,7 +133,7 @@ func TestSIGSTOPHangRestartedAfterFall(t *testing.T) {
 		t.Errorf("heal started %v after SIGSTOP, before %d failed probes could have happened (%v)",
 			started.Time.Sub(stopped), g.cfg.fall, min)
 	}
-	pollUntil(t, 10*time.Second, "the heal_succeeded webhook arrives", func() bool {
+	testproc.PollUntil(t, 10*time.Second, "the heal_succeeded webhook arrives", func() bool {
 		return len(rcv.list(healing.EventHealSucceeded)) == 1
 	})
 }
@@ -155,7 +156,7 @@ RestartSec=10
 	if err := e.sys.Start(rabbitUnitName); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, 10*time.Second, "the RabbitMQ stand-in listens", func() bool { return accepts(rabbit) })
+	testproc.PollUntil(t, 10*time.Second, "the RabbitMQ stand-in listens", func() bool { return accepts(rabbit) })
 	addr := startDS(t, e, "ok", "")
 	rcv := newReceiver(t)
 	g := startGate(t, e, gateConfig{
@@ -178,7 +179,7 @@ RestartSec=10
 	setMode(t, addr, "false")
 	// DocService recovers by itself once RabbitMQ is back (as the real one
 	// reconnects): the test plays that part.
-	pollUntil(t, 20*time.Second, "healgate brings the RabbitMQ stand-in back", func() bool { return accepts(rabbit) })
+	testproc.PollUntil(t, 20*time.Second, "healgate brings the RabbitMQ stand-in back", func() bool { return accepts(rabbit) })
 	setMode(t, addr, "ok")
 
 	s := g.waitStatus(t, 15*time.Second, "heal_succeeded and healthy", func(s *admin.Status) bool {
@@ -204,7 +205,7 @@ RestartSec=10
 			break
 		}
 	}
-	pollUntil(t, 10*time.Second, "the heal_succeeded webhook arrives", func() bool {
+	testproc.PollUntil(t, 10*time.Second, "the heal_succeeded webhook arrives", func() bool {
 		return len(rcv.list(healing.EventHealSucceeded)) == 1
 	})
 	for _, ev := range rcv.list(healing.EventHealStarted) {
@@ -293,11 +294,11 @@ func TestCrashLoopGivesUp(t *testing.T) {
 	// Exactly one gave_up webhook: wait past the point where a further
 	// attempt, and so a second gave_up, would have come (the longest
 	// backoff plus a few probe rounds), then count.
-	pollUntil(t, 10*time.Second, "the gave_up webhook arrives", func() bool {
+	testproc.PollUntil(t, 10*time.Second, "the gave_up webhook arrives", func() bool {
 		return len(rcv.list(healing.EventGaveUp)) > 0
 	})
 	quiet := gaveUp.Add(cfg.backoffMax + 4*cfg.interval)
-	pollFor(time.Until(quiet), func() bool { return len(rcv.list(healing.EventGaveUp)) > 1 })
+	testproc.Poll(time.Until(quiet), func() bool { return len(rcv.list(healing.EventGaveUp)) > 1 })
 	if got := rcv.list(healing.EventGaveUp); len(got) != 1 {
 		t.Errorf("%d gave_up webhooks, want exactly one:%s", len(got), dumpEvents(got))
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/healgate/healgate/admin"
 	"github.com/healgate/healgate/healing"
 	"github.com/healgate/healgate/internal/testnginx"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // answer is one client request's outcome through nginx.
@@ -136,12 +137,12 @@ func TestHealHoldThroughNginx(t *testing.T) {
 	// drain lets the clients run on after a heal until several requests
 	// started after it got 200.
 	drain := func(t *testing.T, l *clientLoop, after time.Time) {
-		pollUntil(t, 10*time.Second, "clients get 200 after the heal", func() bool { return l.count(200, after) >= 5 })
+		testproc.PollUntil(t, 10*time.Second, "clients get 200 after the heal", func() bool { return l.count(200, after) >= 5 })
 	}
 
 	t.Run("RecoveryWithinHold", func(t *testing.T) {
 		l := startClients(t, url, 2, 4000)
-		pollUntil(t, 10*time.Second, "clients get 200 before the kill", func() bool { return l.count(200, time.Time{}) >= 5 })
+		testproc.PollUntil(t, 10*time.Second, "clients get 200 before the kill", func() bool { return l.count(200, time.Time{}) >= 5 })
 		kill(t)
 		s := healed(t, 1)
 		heal := events(s, healing.EventHealStarted)[0]
@@ -178,7 +179,7 @@ func TestHealHoldThroughNginx(t *testing.T) {
 			t.Fatal(err)
 		}
 		l := startClients(t, url, 2, 4000)
-		pollUntil(t, 10*time.Second, "clients get 200 before the kill", func() bool { return l.count(200, time.Time{}) >= 5 })
+		testproc.PollUntil(t, 10*time.Second, "clients get 200 before the kill", func() bool { return l.count(200, time.Time{}) >= 5 })
 		kill(t)
 		s := healed(t, 2)
 		heal := events(s, healing.EventHealStarted)[1]

@@ -38,28 +38,6 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// pollUntil calls cond every 20ms until it reports true, and fails the test
-// with what if timeout passes first.
-func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !pollFor(timeout, cond) {
-		t.Fatalf("timed out after %v waiting until %s", timeout, what)
-	}
-}
-
-// pollFor calls cond every 20ms until it reports true (true) or timeout
-// passes (false).
-func pollFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
-	}
-	return true
-}
-
 // accepts reports whether addr accepts a TCP connection now.
 func accepts(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)

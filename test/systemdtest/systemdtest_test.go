@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // TestBootRunsUnitsAndLeavesTheHostAlone boots a system, runs a unit from a
@@ -73,7 +75,7 @@ func TestBootRunsUnitsAndLeavesTheHostAlone(t *testing.T) {
 	if err != nil || pid <= 1 {
 		t.Fatalf("MainPID = %d, %v", pid, err)
 	}
-	if !pollUntil(10*time.Second, func() bool {
+	if !testproc.Poll(10*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
 		if err == nil {
 			c.Close()
@@ -199,23 +201,6 @@ func readDirNames(t *testing.T, dir string) []string {
 }
 
 func equal(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
-
-func pollUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if cond() {
-			return true
-		}
-		select {
-		case <-deadline.C:
-			return cond()
-		case <-tick.C:
-		}
-	}
-}
 
 // TestSharedReportsABootFailureToEveryTest checks that a Shared whose boot
 // fails fails each test that asks for it, boots once, and closes cleanly.

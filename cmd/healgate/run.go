@@ -40,23 +40,14 @@ func runProxy(ctx context.Context, args []string, _, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr, os.Getenv)
 	logWarnings(log, cfg)
 
+	// One buffered slot: SIGHUPs that arrive during a reload fold into one
+	// more reload.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	reload := make(chan struct{}, 1)
-	go func() {
-		// Owned by runProxy: it ends when hup is closed below.
-		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default: // a reload is already pending
-			}
-		}
-	}()
-	defer close(hup)
 
 	return serve(ctx, cfg, log, serveOptions{
-		reload: reload,
+		reload: hup,
 		load:   func() (*config.Config, error) { return loadConfig(*path) },
 		notify: systemdNotifier{},
 	})
@@ -73,8 +64,8 @@ type serveOptions struct {
 	// listeners, when set, are used instead of binding cfg.Listen and
 	// cfg.Admin.Listen.
 	listeners *listeners
-	// reload asks for the config to be loaded again with load.
-	reload <-chan struct{}
+	// reload asks for the config to be loaded again with load (SIGHUP).
+	reload <-chan os.Signal
 	load   func() (*config.Config, error)
 	// notify tells the service manager what happens; nil tells no one.
 	notify notifier

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,7 +130,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	urls := map[bool]string{false: a, true: b}
 	var useB atomic.Bool
 	var invalid atomic.Bool
-	reload := make(chan struct{})
+	reload := make(chan os.Signal)
 	n := newRecordNotifier()
 	r := startServe(t, testConfig(a), serveOptions{
 		reload: reload,
@@ -194,7 +195,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	for i := range 6 {
 		waitSent(50)
 		useB.Store(i%2 == 0)
-		reload <- struct{}{}
+		reload <- syscall.SIGHUP
 		n.waitMsg(t, "READY")
 	}
 	waitSent(50)
@@ -210,7 +211,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	// An invalid config is refused and the running one stays.
 	invalid.Store(true)
-	reload <- struct{}{}
+	reload <- syscall.SIGHUP
 	n.waitMsg(t, "READY")
 	if from, err := get(); err != nil || from != "a" {
 		t.Fatalf("after an invalid reload: from %q, %v; want a, still", from, err)
@@ -238,7 +239,7 @@ func TestSdNotifyProtocol(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", sock)
 
 	cfg := testConfig(startEmu(t, "a"))
-	reload := make(chan struct{}, 1)
+	reload := make(chan os.Signal, 1)
 	r := startServe(t, cfg, serveOptions{reload: reload, notify: systemdNotifier{}, load: func() (*config.Config, error) {
 		return testConfig(cfg.Upstreams[0].URL), nil
 	}})
@@ -266,7 +267,7 @@ func TestSdNotifyProtocol(t *testing.T) {
 	if m := next("READY=1"); !strings.Contains(m, "\nSTATUS=1/1 upstreams usable") {
 		t.Errorf("READY message %q lacks the status line", m)
 	}
-	reload <- struct{}{}
+	reload <- syscall.SIGHUP
 	if m := next("RELOADING=1"); !strings.Contains(m, "\nMONOTONIC_USEC=") {
 		t.Errorf("RELOADING message %q lacks MONOTONIC_USEC", m)
 	}

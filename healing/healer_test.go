@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +21,8 @@ import (
 	"github.com/healgate/healgate/config"
 	"github.com/healgate/healgate/healing"
 	"github.com/healgate/healgate/internal/dsemu"
+	"github.com/healgate/healgate/internal/dsemu/dsemutest"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // The healer tests run the real loop against the in-process Document
@@ -48,21 +49,8 @@ func healerLeakCheck(t *testing.T) {
 // returns it and its base URL; it is stopped when the test ends.
 func healerEmu(t *testing.T, name string, mode dsemu.Kind) (*dsemu.Server, string) {
 	t.Helper()
-	srv := dsemu.New(dsemu.Options{Name: name, Mode: dsemu.Mode{Kind: mode}, History: -1})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("emulator %s: %v", name, err)
-		}
-	})
-	return srv, "http://" + ln.Addr().String()
+	srv, addr := dsemutest.Start(t, dsemu.Options{Name: name, Mode: dsemu.Mode{Kind: mode}, History: -1})
+	return srv, "http://" + addr
 }
 
 // healerConfig is a valid config for one upstream (the healed one) at url,
@@ -347,18 +335,6 @@ func curlMode(url string, mode dsemu.Kind) []string {
 	return []string{"curl", "-sS", "--fail", "--max-time", "5", "-X", "POST", "--data", string(mode), url + "/_dsemu/mode"}
 }
 
-// healerClosedPort returns a loopback address where nothing listens.
-func healerClosedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestHealerExecHealsHang(t *testing.T) {
 	healerLeakCheck(t)
 	emu, url := healerEmu(t, "ds", dsemu.KindHang)
@@ -587,7 +563,7 @@ func TestHealerDependencyDownDoesNotRestart(t *testing.T) {
 	_, url := healerEmu(t, "ds", dsemu.KindFalse) // /healthcheck says false, /index.html is fine
 	marker := healerMarker(t)
 	cfg := healerConfig(url, "touch", marker)
-	cfg.Healing.Dependencies = []config.Dependency{{Name: "rabbitmq", Probe: "tcp://" + healerClosedPort(t)}}
+	cfg.Healing.Dependencies = []config.Dependency{{Name: "rabbitmq", Probe: "tcp://" + testproc.FreeAddr(t)}}
 	r := startHealer(t, cfg)
 
 	r.waitEvents(healing.EventDependencyDown, 1)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/healgate/healgate/config"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // kindOf returns the FailureKind of a failed result, or "" for a pass.
@@ -31,18 +32,6 @@ func kindOf(t *testing.T, r Result) FailureKind {
 		t.Fatalf("failed result error %v (%T) is not a *ProbeError", r.Err, r.Err)
 	}
 	return pe.Kind
-}
-
-// closedPort returns a loopback address where nothing listens.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // fakeServer is a tiny TCP server on loopback whose handler plays one
@@ -185,7 +174,7 @@ func TestHTTPProbe(t *testing.T) {
 		{"body beyond 4KiB is not read", srv.URL, want("/big", "true"), KindBody, "HTTP 200 body", "/big"},
 		{"path with query resolves against base", srv.URL + "/ignored", want("/true?x=1", "true"), "", "HTTP 200", "/true?x=1"},
 		{"hang times out", srv.URL, want("/hang", ""), KindTimeout, "timeout", "/hang"},
-		{"refused", "http://" + closedPort(t), want("/true", ""), KindRefused, "refused", ""},
+		{"refused", "http://" + testproc.FreeAddr(t), want("/true", ""), KindRefused, "refused", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -305,7 +294,7 @@ func TestProtocolProbes(t *testing.T) {
 		})
 	}
 	t.Run("refused", func(t *testing.T) {
-		addr := closedPort(t)
+		addr := testproc.FreeAddr(t)
 		for _, p := range []Prober{tcp(addr), pg(addr), amqp(addr), redis(addr)} {
 			r := p.Probe(context.Background())
 			if k := kindOf(t, r); k != KindRefused {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -71,7 +70,7 @@ func TestSystemd(t *testing.T) {
 
 	t.Run("KilledUnitIsWatchedAndRestartBringsItBack", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-		port := freePort(t)
+		port := testproc.FreePort(t)
 		unit := "hg-crash.service"
 		installUnit(t, sys, unit, fmt.Sprintf("[Service]\nExecStart=%s -listen 127.0.0.1:%d\nRestart=always\nRestartSec=30\n", dsemu, port))
 		if err := sys.Start(unit); err != nil {
@@ -428,14 +427,4 @@ func waitHTTP(t *testing.T, url string) {
 		case <-tick.C:
 		}
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -82,8 +83,8 @@ func TestDebInstallsStartsAndRemoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminPort := freePort(t)
-	edited := regexp.MustCompile(`(?m)^listen: 127\.0\.0\.1:8080$`).ReplaceAllString(string(cfg), fmt.Sprintf("listen: 127.0.0.1:%d", freePort(t)))
+	adminPort := testproc.FreePort(t)
+	edited := regexp.MustCompile(`(?m)^listen: 127\.0\.0\.1:8080$`).ReplaceAllString(string(cfg), fmt.Sprintf("listen: 127.0.0.1:%d", testproc.FreePort(t)))
 	edited = regexp.MustCompile(`(?m)^  listen: 127\.0\.0\.1:9090$`).ReplaceAllString(edited, fmt.Sprintf("  listen: 127.0.0.1:%d", adminPort))
 	if edited == string(cfg) {
 		t.Fatal("the packaged config's listen lines were not found")

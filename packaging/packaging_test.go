@@ -12,7 +12,6 @@ package packaging_test
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,17 +60,6 @@ func lookTool(t testing.TB, name, debianPackage string) string {
 		t.Fatalf("%s is needed: apt-get install %s (test/run installs it): %v", name, debianPackage, err)
 	}
 	return p
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // command runs name with args and returns its combined output; an error

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/healgate/healgate/internal/dsemu"
+	"github.com/healgate/healgate/internal/dsemu/dsemutest"
 	"github.com/healgate/healgate/internal/testnginx"
 	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
@@ -109,29 +110,6 @@ func (v *service) journalSince(t *testing.T, since time.Time) string {
 	return out
 }
 
-// startEmulator runs a Document Server emulator on the host on a free
-// loopback port until the test ends, and returns it with its address.
-func startEmulator(t *testing.T, opts dsemu.Options) (*dsemu.Server, string) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	e := dsemu.New(opts)
-	ln, err := e.Listen(ctx, "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		e.Close()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dsemu: %v", err)
-		}
-	})
-	return e, ln.Addr().String()
-}
-
 // healgateConfig is a healgate config for the tests: the proxy and admin
 // listeners, one upstream, no healing (these tests are about the service,
 // not the healer), and further top-level YAML in extra.
@@ -145,7 +123,7 @@ log: {level: info}
 }
 
 // loopback returns a free 127.0.0.1 address.
-func loopback(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
+func loopback(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t)) }
 
 // load is a steady client load: workers goroutines each send GET url one
 // after another, until stop, at most maxLoadRequests in all or for
@@ -265,7 +243,7 @@ func (l *load) report(t *testing.T, min int64) {
 func TestStartReturnsAfterReady(t *testing.T) {
 	v := newService(t)
 	const delay = 1500 * time.Millisecond
-	emu, upstream := startEmulator(t, dsemu.Options{Name: "ds", Mode: dsemu.Mode{Kind: dsemu.KindSlow, Delay: delay}})
+	emu, upstream := dsemutest.Start(t, dsemu.Options{Name: "ds", Mode: dsemu.Mode{Kind: dsemu.KindSlow, Delay: delay}})
 	listen, admin := loopback(t), loopback(t)
 	v.configure(t, healgateConfig(listen, admin, upstream,
 		"health: {interval: 10s, timeout: 5s}\n"), "")
@@ -338,7 +316,7 @@ func expectRouteTimeout(t *testing.T, listen string, short bool) {
 // leaves active, keeps its MainPID, and no request fails.
 func TestReloadUnderLoadZeroFailures(t *testing.T) {
 	v := newService(t)
-	_, upstream := startEmulator(t, dsemu.Options{Name: "ds"})
+	_, upstream := dsemutest.Start(t, dsemu.Options{Name: "ds"})
 	listen, admin := loopback(t), loopback(t)
 	extra := "health: {interval: 1s, timeout: 500ms}\n"
 	v.configure(t, healgateConfig(listen, admin, upstream, extra+shortRoute), "")
@@ -401,7 +379,7 @@ func TestReloadUnderLoadZeroFailures(t *testing.T) {
 // 504) stays in force, and a later valid reload applies.
 func TestReloadInvalidConfigKeepsRunning(t *testing.T) {
 	v := newService(t)
-	_, upstream := startEmulator(t, dsemu.Options{Name: "ds"})
+	_, upstream := dsemutest.Start(t, dsemu.Options{Name: "ds"})
 	listen, admin := loopback(t), loopback(t)
 	extra := "health: {interval: 1s, timeout: 500ms}\n"
 	v.configure(t, healgateConfig(listen, admin, upstream, extra+shortRoute), "")
@@ -496,7 +474,7 @@ func TestReloadInvalidConfigKeepsRunning(t *testing.T) {
 // runs wait in the socket's backlog for the next one, so no request fails.
 func TestRestartUnderLoadWithSocketActivation(t *testing.T) {
 	v := newService(t)
-	_, upstream := startEmulator(t, dsemu.Options{Name: "ds"})
+	_, upstream := dsemutest.Start(t, dsemu.Options{Name: "ds"})
 	listen, admin := loopback(t), loopback(t)
 	v.configure(t, healgateConfig("systemd:proxy", "systemd:admin", upstream, "health: {interval: 1s, timeout: 500ms}\n"), "")
 	dropIn(t, v.s, "healgate.socket", "[Socket]\nListenStream=\nListenStream="+listen+"\n")
@@ -542,7 +520,7 @@ func TestRestartUnderLoadWithSocketActivation(t *testing.T) {
 // WatchdogSec + RestartSec + a margin for the stop and the start.
 func TestWatchdogRestartsWedgedHealgate(t *testing.T) {
 	v := newService(t)
-	_, upstream := startEmulator(t, dsemu.Options{Name: "ds"})
+	_, upstream := dsemutest.Start(t, dsemu.Options{Name: "ds"})
 	listen, admin := loopback(t), loopback(t)
 	const watchdogSec = 2 * time.Second
 	v.configure(t, healgateConfig(listen, admin, upstream, "health: {interval: 500ms, timeout: 250ms}\n"),

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -253,7 +254,7 @@ admin: {listen: %s}
 upstreams: [{name: docservice, url: "http://127.0.0.1:%d"}]
 healing: {action: none, units: []}
 log: {level: debug}
-`, listen, admin, freePort(t))
+`, listen, admin, testproc.FreePort(t))
 		if err := s.WriteFile(inside, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +265,7 @@ log: {level: debug}
 	}
 
 	t.Run("TCP", func(t *testing.T) {
-		proxyPort, adminPort := freePort(t), freePort(t)
+		proxyPort, adminPort := testproc.FreePort(t), testproc.FreePort(t)
 		serviceDropIn(t, writeConfig(t, fmt.Sprintf("127.0.0.1:%d", proxyPort), fmt.Sprintf("127.0.0.1:%d", adminPort)))
 		if out, err := s.Systemctl("start", "healgate.service"); err != nil {
 			t.Fatalf("systemctl start healgate: %v\n%s\n%s", err, out, journal(s))
@@ -284,7 +285,7 @@ log: {level: debug}
 	})
 
 	t.Run("SocketActivation", func(t *testing.T) {
-		proxyPort, adminPort := freePort(t), freePort(t)
+		proxyPort, adminPort := testproc.FreePort(t), testproc.FreePort(t)
 		serviceDropIn(t, writeConfig(t, "systemd:proxy", "systemd:admin"))
 		dropIn(t, s, "healgate.socket", fmt.Sprintf("[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n", proxyPort))
 		dropIn(t, s, "healgate-admin.socket", fmt.Sprintf("[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n", adminPort))

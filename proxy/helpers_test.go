@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/healgate/healgate/config"
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -51,16 +51,7 @@ func stallMidBody(w http.ResponseWriter, r *http.Request) {
 }
 
 // refusedURL returns the URL of a loopback port where nothing listens.
-func refusedURL(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
-}
+func refusedURL(t testing.TB) string { return "http://" + testproc.FreeAddr(t) }
 
 // testConfig returns the defaults with the given upstreams and timeouts
 // scaled down for tests.
@@ -154,8 +145,21 @@ type fakeHealth struct {
 	mu      sync.Mutex
 	ready   map[string]bool
 	healing map[string]chan struct{}
-	held    chan struct{} // closed by Healing, see heldSignal
-	asked   chan struct{} // closed by Healing, see askedSignal
+	held    chan struct{}   // closed by Healing, see heldSignal
+	asked   chan struct{}   // closed by Healing, see askedSignal
+	autoEnd map[string]bool // see endHealWhenAsked
+}
+
+// endHealWhenAsked makes the heal of u end the first time a request asks
+// whether u is being healed: the request sees the heal and is released by
+// its end.
+func (h *fakeHealth) endHealWhenAsked(u string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.autoEnd == nil {
+		h.autoEnd = map[string]bool{}
+	}
+	h.autoEnd[u] = true
 }
 
 // askedSignal returns a channel closed the next time a request asks whether
@@ -182,6 +186,14 @@ func (h *fakeHealth) Healing(u string) (<-chan struct{}, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c, ok := h.healing[u]
+	if ok && h.autoEnd[u] {
+		// The heal ends as the request looks at it: it is held, then
+		// released at once, with no goroutine to time it.
+		close(c)
+		delete(h.healing, u)
+		delete(h.autoEnd, u)
+		h.ready[u] = true
+	}
 	if h.asked != nil {
 		close(h.asked)
 		h.asked = nil

@@ -58,11 +58,7 @@ func TestHealingHoldServesAfterHeal(t *testing.T) {
 	cfg := testConfig(up("a", b.URL))
 	cfg.Healing.HoldTimeout = 5 * time.Second
 	f := newFront(t, cfg, Options{Health: h})
-	held := h.heldSignal()
-	go func() {
-		<-held
-		h.endHeal("a")
-	}()
+	h.endHealWhenAsked("a")
 	res, body := f.do(t, "GET", "/", nil)
 	if res.StatusCode != 200 || body != "ok" {
 		t.Errorf("held request: %d %q, want 200 ok", res.StatusCode, body)
@@ -79,11 +75,7 @@ func TestHealingHoldAfterBackupRefused(t *testing.T) {
 	cfg := testConfig(up("a", a.URL), backupUp("b", refusedURL(t)))
 	cfg.Healing.HoldTimeout = 5 * time.Second
 	f := newFront(t, cfg, Options{Health: h})
-	held := h.heldSignal()
-	go func() {
-		<-held
-		h.endHeal("a")
-	}()
+	h.endHealWhenAsked("a")
 	res, body := f.do(t, "GET", "/", nil)
 	if res.StatusCode != 200 || body != "healed" {
 		t.Errorf("got %d %q, want 200 from the healed primary", res.StatusCode, body)

@@ -18,24 +18,15 @@ import (
 
 	"github.com/healgate/healgate/config"
 	"github.com/healgate/healgate/internal/dsemu"
+	"github.com/healgate/healgate/internal/dsemu/dsemutest"
 )
 
-// startEmu starts an in-process emulated Document Server named name.
+// startEmu starts an in-process emulated Document Server named name and
+// returns its base URL.
 func startEmu(t *testing.T, name string) string {
 	t.Helper()
-	srv := dsemu.New(dsemu.Options{Name: name})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return "http://" + ln.Addr().String()
+	_, addr := dsemutest.Start(t, dsemu.Options{Name: name})
+	return "http://" + addr
 }
 
 // testConfig is a config for one upstream with quick health checks and

@@ -3,6 +3,7 @@ package testproc
 import (
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,4 +55,18 @@ func StartOnFreePort(t testing.TB, what string, start func(addr string) *Proc) (
 	}
 	t.Fatalf("start %s: %v", what, errors.Join(errs...))
 	return nil, ""
+}
+
+// FreePort is FreeAddr's port, as a number.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	_, port, err := net.SplitHostPort(FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

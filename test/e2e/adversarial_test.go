@@ -81,7 +81,7 @@ func (g *gate) goroutines(t *testing.T) int {
 func TestAdversarialChunkedUploadFailoverBoundedMemory(t *testing.T) {
 	const size = 100 << 20
 	backup := startDsemu(t, "backup", "ok")
-	g := startHealgate(t, gateConfig{upstreams: primaryAndBackup(closedAddr(t), backup.addr)})
+	g := startHealgate(t, gateConfig{upstreams: primaryAndBackup(testproc.FreeAddr(t), backup.addr)})
 	pid := g.Pid()
 
 	var seed [32]byte

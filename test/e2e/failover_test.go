@@ -105,7 +105,7 @@ func TestFailoverGET(t *testing.T) {
 // healgate may, and does, try the backup, which receives it exactly once.
 func TestFailoverPOSTDialRefusedReachesBackupOnce(t *testing.T) {
 	backup := startDsemu(t, "backup", "ok")
-	s := startStack(t, gateConfig{upstreams: primaryAndBackup(closedAddr(t), backup.addr)})
+	s := startStack(t, gateConfig{upstreams: primaryAndBackup(testproc.FreeAddr(t), backup.addr)})
 	ids := newRequestIDs(t)
 	for i := range 3 {
 		id := ids.next()

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/healgate/healgate/internal/testproc"
 )
 
 // one returns a single-upstream list.
@@ -124,7 +126,7 @@ func TestF3TimeoutOnLongRouteDoesNotMarkDown(t *testing.T) {
 // upstream_refused and a body naming "connection refused", through nginx.
 func TestF4NothingListens(t *testing.T) {
 	s := startStack(t, gateConfig{
-		upstreams: []upstreamSpec{{name: "docservice", addr: closedAddr(t)}},
+		upstreams: []upstreamSpec{{name: "docservice", addr: testproc.FreeAddr(t)}},
 		connect:   5 * time.Second,
 	})
 	for _, m := range []string{http.MethodGet, http.MethodPost} {

@@ -254,10 +254,6 @@ func newClient(t *testing.T) *http.Client {
 	}
 }
 
-// closedAddr returns a loopback address where nothing listens: a port just
-// released by the kernel.
-func closedAddr(t *testing.T) string { return testproc.FreeAddr(t) }
-
 // contextFor returns a context that ends when the test ends, at the test
 // binary's deadline (less a margin for cleanup), or after limit, whichever is
 // first.

@@ -68,7 +68,7 @@ func installUnit(t *testing.T, sys *systemdtest.System, name, content string) {
 // address.
 func startDS(t *testing.T, e testEnv, mode, extra string) string {
 	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	addr := "127.0.0.1:" + strconv.Itoa(testproc.FreePort(t))
 	port, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
 	installUnit(t, e.sys, dsUnitName, dsUnit(e.dsemu, port, mode, extra))
 	if err := e.sys.Start(dsUnitName); err != nil {
@@ -196,7 +196,7 @@ type gate struct {
 func startGate(t *testing.T, e testEnv, cfg gateConfig) *gate {
 	t.Helper()
 	cfg = cfg.withDefaults()
-	g := &gate{cfg: cfg, addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), admin: "127.0.0.1:" + strconv.Itoa(freePort(t)), client: newClient(t)}
+	g := &gate{cfg: cfg, addr: "127.0.0.1:" + strconv.Itoa(testproc.FreePort(t)), admin: "127.0.0.1:" + strconv.Itoa(testproc.FreePort(t)), client: newClient(t)}
 	file := filepath.Join(t.TempDir(), "healgate.yaml")
 	if err := os.WriteFile(file, []byte(cfg.yaml(g.addr, g.admin)), 0o644); err != nil {
 		t.Fatal(err)
@@ -213,7 +213,7 @@ func startGate(t *testing.T, e testEnv, cfg gateConfig) *gate {
 func startGateInside(t *testing.T, e testEnv, name string, cfg gateConfig) *gate {
 	t.Helper()
 	cfg = cfg.withDefaults()
-	g := &gate{cfg: cfg, addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), admin: "127.0.0.1:" + strconv.Itoa(freePort(t)), client: newClient(t)}
+	g := &gate{cfg: cfg, addr: "127.0.0.1:" + strconv.Itoa(testproc.FreePort(t)), admin: "127.0.0.1:" + strconv.Itoa(testproc.FreePort(t)), client: newClient(t)}
 	file := "/run/healgate-test/" + name + ".yaml"
 	if err := e.sys.WriteFile(file, []byte(cfg.yaml(g.addr, g.admin)), 0o644); err != nil {
 		t.Fatal(err)

@@ -144,7 +144,7 @@ func TestSIGSTOPHangRestartedAfterFall(t *testing.T) {
 // ds-docservice.service alone.
 func TestDependencyDownHealsDependency(t *testing.T) {
 	e := env(t)
-	rabbit := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	rabbit := "127.0.0.1:" + strconv.Itoa(testproc.FreePort(t))
 	installUnit(t, e.sys, rabbitUnitName, `[Unit]
 Description=RabbitMQ stand-in (amqpstub)
 
@@ -222,7 +222,7 @@ RestartSec=10
 // waits, stops at the budget, gives up, and sends exactly one gave_up webhook.
 func TestCrashLoopGivesUp(t *testing.T) {
 	e := env(t)
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	installUnit(t, e.sys, dsUnitName, dsUnit(e.dsemu, port, "crash-after=2s", ""))
 	if err := e.sys.Start(dsUnitName); err != nil {

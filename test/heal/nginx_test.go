@@ -111,7 +111,7 @@ func statusSet(as []answer) map[int]int {
 // Retry-After and X-Healgate-Error: healing. Never a 502.
 func TestHealHoldThroughNginx(t *testing.T) {
 	e := env(t)
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	installUnit(t, e.sys, dsUnitName, dsUnit(e.dsemu, port, "ok", ""))
 	if err := e.sys.Start(dsUnitName); err != nil {

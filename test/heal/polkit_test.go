@@ -14,6 +14,7 @@ import (
 
 	"github.com/healgate/healgate/admin"
 	"github.com/healgate/healgate/healing"
+	"github.com/healgate/healgate/internal/testproc"
 	"github.com/healgate/healgate/test/systemdtest"
 )
 
@@ -78,7 +79,7 @@ func TestPolkitNonRootHealgate(t *testing.T) {
 
 	t.Run("UnlistedUnitDenied", func(t *testing.T) {
 		const unit = "hg-unlisted.service"
-		port := freePort(t)
+		port := testproc.FreePort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		installUnit(t, e.sys, unit, dsUnit(e.dsemu, port, "ok", ""))
 		if err := e.sys.Start(unit); err != nil {

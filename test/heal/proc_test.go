@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/healgate/healgate/internal/testproc"
@@ -25,17 +24,6 @@ func childPID(p *testproc.Proc) (int, error) {
 		return 0, fmt.Errorf("%s (pid %d) has children %q, want one", p.Name(), pid, f)
 	}
 	return strconv.Atoi(f[0])
-}
-
-// freePort returns a loopback port the kernel just handed out and released.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // accepts reports whether addr accepts a TCP connection now.

@@ -395,7 +395,7 @@ func (d *demo) playKubelet(ctx context.Context) error {
 	}
 	m := st.Healing.Targets[0].Machine
 	d.printf("   healgate's health checks failed %d times in a row: GET /healthz/upstream now answers\n", d.fall)
-	d.printf("   503 %q (state %s: %s).\n", body, m.State, m.Reason)
+	d.printf("   503 %q.\n   The target is %s; why: %s.\n", body, m.State, m.Reason)
 	d.printf("   The kubelet restarts the primary's container.\n")
 	if err := d.primary.revive(ctx, dsemu.KindOK); err != nil {
 		return err
@@ -447,7 +447,11 @@ func (d *demo) primaryDies(ctx context.Context) error {
 	}
 	d.printf("   POST /downloadas/demo-key → %s: a refused connection means the\n", r)
 	d.printf("   primary never saw the POST, so sending it to the backup was safe. The backup counted it\n")
-	d.printf("   %d time(s).\n", d.backup.srv.Stats().Requests["POST /downloadas/demo-key"])
+	if n := d.backup.srv.Stats().Requests["POST /downloadas/demo-key"]; n == 1 {
+		d.printf("   once: the POST was not duplicated.\n")
+	} else {
+		d.printf("   %d times.\n", n)
+	}
 	d.printf("   Breakers: %s.\n", d.breakers(ctx))
 	return d.playKubelet(ctx)
 }
@@ -500,7 +504,8 @@ func (d *demo) everythingDown(ctx context.Context) error {
 	}
 	d.printf("   Nothing can serve, and each answer names its cause:\n")
 	if seen["upstream_refused"] {
-		d.printf("   - upstream_refused: the backup's port refused the connection (502);\n")
+		d.printf("   - upstream_refused: the backup's port refused the connection (502), after healgate\n")
+		d.printf("     gave the healer a moment (up to 250 ms) to start a heal it could wait for;\n")
 	}
 	if seen["upstream_timeout"] {
 		d.printf("   - upstream_timeout: the hung primary did not answer in time (504);\n")

@@ -88,7 +88,7 @@ func TestDemo(t *testing.T) {
 	s := out.String()
 	for _, want := range []string{
 		"10 × GET /healthcheck → 10 answered by the backup, 0 failed",
-		"The backup counted it\n   1 time(s)",
+		"The backup counted it\n   once: the POST was not duplicated.",
 		"504, X-Healgate-Error: upstream_timeout",
 		"GET /healthz/upstream now answers\n   503",
 		"heal_started",
